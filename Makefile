@@ -1,0 +1,69 @@
+# mesa_nb: one entry point for users, developers and CI.
+#   make demo    the main job on the bundled digits (sets up .venv first)
+#   make test    everything CI checks (sets up .venv with the test tools first)
+#   make lab     JupyterLab on localhost, for reading and editing nbs/
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+NBS := $(shell find nbs -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*')
+# Real CIFAR-10 for the tests and notebooks that use it: an explicit MESA_NB_DATA wins; otherwise a
+# sibling `shared/data` checkout when there is one (the tests that need it skip without it).
+MESA_NB_DATA ?= $(wildcard $(abspath ../shared/data))
+export MESA_NB_DATA
+
+.PHONY: demo test lab export clean-nbs check-sync nbtest pytest bench scripts notebooks clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run: $(BIN)/python setup.py settings.ini constraints.txt
+	$(PIP) -e .
+	@touch $@
+
+$(VENV)/.test: $(VENV)/.run
+	$(PIP) -e '.[test]'
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.test
+	$(PIP) -e '.[dev]'
+	@touch $@
+
+demo: $(VENV)/.run
+	$(BIN)/mesa-nb demo
+
+# The order matters: a stale export or an unclean notebook fails fast, before the slow parts.
+test: $(VENV)/.test check-sync nbtest pytest
+
+check-sync: $(VENV)/.test
+	$(BIN)/python scripts/check_unchanged.py $(BIN)/nbdev_export
+	$(BIN)/python scripts/check_unchanged.py $(BIN)/nbdev_clean
+
+# One BLAS/OpenMP thread per notebook: two workers each spinning two OpenMP threads on two cores run
+# several times slower than two single-threaded workers.
+nbtest: $(VENV)/.test
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: $(VENV)/.test
+	$(BIN)/python -m pytest -q tests
+
+bench: $(VENV)/.run
+	$(BIN)/python scripts/bench_train.py
+
+export: $(VENV)/.test
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+
+lab: $(VENV)/.dev
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) nbs
+
+scripts: $(VENV)/.test
+	$(BIN)/jupytext --to py:percent $(NBS)
+
+notebooks: $(VENV)/.test
+	$(BIN)/jupytext --update --to ipynb $(patsubst %.ipynb,%.py,$(NBS))
+	$(BIN)/nbdev_clean
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info _proc _docs
