@@ -1,0 +1,55 @@
+"""Notebooks: every one opens as a percent-format script and comes back with its cells and tags intact."""
+import json
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from conftest import ROOT
+
+NOTEBOOKS = sorted(p for p in (ROOT/"nbs").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+IDS = [str(p.relative_to(ROOT/"nbs")) for p in NOTEBOOKS]
+
+
+def cells(nb):
+    return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def test_there_are_notebooks():
+    assert {"00_core.ipynb", "01_data.ipynb", "02_models.ipynb", "03_threat.ipynb"} <= {p.name for p in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_percent_script_round_trip(path):
+    nb = nbformat.read(path, as_version=4)
+    text = jupytext.writes(nb, fmt="py:percent")
+    back = jupytext.reads(text, fmt="py:percent")
+    assert cells(back) == cells(nb)
+    assert "# %%" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_committed_clean(path):
+    nb = json.loads(path.read_text())
+    for c in nb["cells"]:
+        assert not c.get("outputs") and c.get("execution_count") is None, f"{path.name} has outputs: run nbdev_clean"
+        assert set(c.get("metadata", {})) <= {"tags"}, f"{path.name}: cell metadata {c['metadata']}"
+
+
+def test_library_notebooks_open_with_default_exp():
+    for p in NOTEBOOKS:
+        if p.parent.name != "nbs" or p.name.startswith("_") or p.name == "index.ipynb": continue
+        first = json.loads(p.read_text())["cells"][0]
+        assert "".join(first["source"]).startswith("#| default_exp "), f"{p.name} must open with `#| default_exp`"
+
+
+def test_round_trip_keeps_tags():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Title\n> summary"),
+        nbformat.v4.new_code_cell("trigger_id: int = 170  # canonical id", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("#| export\ndef f(): pass"),
+        nbformat.v4.new_code_cell("#| slow\nx = 1", metadata={"tags": ["injected-parameters", "slow"]}),
+    ])
+    back = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
+    assert cells(back) == cells(nb)
