@@ -64,3 +64,20 @@ def test_extraction_refuses_unsafe_members(tmp_path):
     assert not (tmp_path/"escaped.txt").exists()
     (tmp_path/"junk.tar.gz").write_bytes(b"not a tar file")
     with pytest.raises(MesaError, match="not a readable tar archive"): extract_archive(tmp_path/"junk.tar.gz", tmp_path/"o2")
+
+
+def test_cifar100_layout(tmp_path):
+    d = tmp_path/"cifar-100-python"; d.mkdir()
+    rng = np.random.default_rng(1)
+    meta = {b"fine_label_names": [b"f%d" % i for i in range(100)], b"coarse_label_names": [b"c%d" % i for i in range(20)]}
+    (d/"meta").write_bytes(pickle.dumps(meta, protocol=2))
+    for split, n in (("train", 12), ("test", 6)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": rng.integers(0, 100, n).tolist(),
+                 b"coarse_labels": rng.integers(0, 20, n).tolist()}
+        (d/split).write_bytes(pickle.dumps(batch, protocol=2))
+    train = load_cifar("cifar100", "train", tmp_path)
+    assert len(train) == 12 and train.num_classes == 100 and train.classes[99] == "f99"
+    assert train.mean == CIFAR["cifar100"]["mean"]
+    batch[b"fine_labels"][0] = 100
+    (d/"test").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(MesaError, match=r"labels must lie in \[0, 100\)"): load_cifar("cifar100", "test", tmp_path)
