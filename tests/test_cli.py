@@ -33,11 +33,14 @@ def test_attack_resumes_and_redoes_a_killed_run(tmp_path):
     (tmp_path/"digits-smallcnn-170-t0-s0"/"metrics.json").unlink()
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
-    assert "reusing clean-digits-smallcnn-s0.safetensors" in r.stdout
+    assert "reusing clean-digits-smallcnn-s0-" in r.stdout
     assert "digits-smallcnn-color3-t0-s0: finished earlier, skipping" in r.stdout
     assert "digits-smallcnn-170-t0-s0: accuracy" in r.stdout          # redone
     assert json.loads(done.read_text()) == before                     # the finished run is untouched
     assert (tmp_path/"digits-smallcnn-170-t0-s0"/"metrics.json").is_file()
+    # new clean-training settings train a new clean model; changed attack settings are refused, not reused
+    r = run_cli(*args, "--attack-epochs", "2")
+    assert r.returncode == 2 and "finished run with other settings (attack_epochs: 1 there, 2 now)" in r.stderr
 
 
 def test_triggers_lists_51():
