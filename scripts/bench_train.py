@@ -4,10 +4,12 @@ For each model and input size it times, on the same batch:
   bare   the model's forward + backward alone (the floor);
   step   one full `fit` step: uint8 -> float, augmentation and normalization on the device, forward,
          backward, SGD update;
-and prints images/s for both and their ratio (how much the training pipeline adds to the floor).
-Run: python scripts/bench_train.py [--device cpu|cuda] [--repeats 20]
+and prints images/s for both and their ratio (how much the training pipeline adds to the floor). The two are
+timed in alternating rounds and the median round is reported.
+Run: python scripts/bench_train.py [--device cpu|cuda] [--repeats 4]
 """
 import argparse
+import statistics
 import time
 
 import torch
@@ -18,13 +20,20 @@ from mesa_nb.data import augment, normalize, to_float
 from mesa_nb.models import build_model, count_params, prepare
 
 
-def timed(fn, repeats, device):
-    for _ in range(3): fn()                                   # warm-up
+def sync(device):
     if device.type == "cuda": torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(repeats): fn()
-    if device.type == "cuda": torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / repeats
+
+
+def timed_pair(a, b, repeats, device, rounds=5):
+    "Median seconds per call of `a` and of `b`, measured in alternating rounds (so drift hits both alike)."
+    for _ in range(2): a(); b()                               # warm-up
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, out in ((a, ta), (b, tb)):
+            sync(device); t0 = time.perf_counter()
+            for _ in range(repeats): fn()
+            sync(device); out.append((time.perf_counter() - t0) / repeats)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def bench(name, size, device, repeats, batch=128):
@@ -41,7 +50,7 @@ def bench(name, size, device, repeats, batch=128):
     def bare():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = F.cross_entropy(model(x_ready).float(), y)
-        loss.backward()
+        model.zero_grad(set_to_none=True); loss.backward()      # fresh gradients, as in a real step
 
     def step():
         x = normalize(augment(to_float(xb)), mean, std)
@@ -50,14 +59,14 @@ def bench(name, size, device, repeats, batch=128):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
 
-    t_bare, t_step = timed(bare, repeats, device), timed(step, repeats, device)
+    t_bare, t_step = timed_pair(bare, step, repeats, device)
     print(f"| {name} | {size}x{size} | {count_params(model) / 1e6:.2f} M | {batch / t_bare:,.0f} | {batch / t_step:,.0f} | {t_step / t_bare:.2f}x |")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=4, help="calls per timing round (5 alternating rounds)")
     a = p.parse_args()
     device = as_device(a.device)
     env = environment(device)
@@ -66,7 +75,7 @@ def main():
     print("|---|---|---|---|---|---|")
     bench("smallcnn", 16, device, a.repeats)
     bench("smallcnn", 32, device, a.repeats)
-    bench("resnet18", 32, device, max(3, a.repeats // 4))
+    bench("resnet18", 32, device, max(1, a.repeats // 4))
 
 
 if __name__ == "__main__":
