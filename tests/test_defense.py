@@ -1,0 +1,65 @@
+"""Defense building blocks: bad input, the frozen classifier, and that samplers drive what gets stamped."""
+import pytest
+import torch
+
+from mesa_nb.core import MesaError, NonFiniteError
+from mesa_nb.data import defender_split, load_digits
+from mesa_nb.defense import (Retrain, Unlearn, baseline_defense, bank_sampler, fixed_sampler, flag_classes, frozen,
+                             reverse_trigger, unlearn)
+from mesa_nb.models import build_model
+from mesa_nb.threat import canonical_trigger
+
+
+@pytest.fixture(scope="module")
+def split():
+    return defender_split(load_digits("test"), seed=0)
+
+
+def test_flagging():
+    assert flag_classes([0.97, 0.02, 0.04]) == [0]
+    assert flag_classes([0.97, 0.02, 0.6], threshold=0.5) == [0, 2]
+    assert flag_classes([0.1, 0.06]) == []                     # a clean model: nothing flagged
+    with pytest.raises(MesaError, match=r"threshold must be in \(0, 1\)"): flag_classes([0.9, 0.1], threshold=1.0)
+
+
+def test_reverse_trigger_keeps_classifier_frozen_and_clipped(split):
+    search, _ = split
+    model = build_model("smallcnn")
+    model.train()
+    trig = reverse_trigger(model, search, target=3, epochs=1, device="cpu")
+    assert trig.pattern.shape == (3, 3, 3) and trig.pattern.min() >= 0 and trig.pattern.max() <= 1
+    assert all(p.grad is None for p in model.parameters())    # no weight gradients were computed
+    assert model.training and all(p.requires_grad for p in model.parameters())   # caller's state restored
+
+
+def test_reverse_trigger_non_finite(split):
+    search, _ = split
+
+    class NaNNet(torch.nn.Module):
+        def __init__(self): super().__init__(); self.w = torch.nn.Parameter(torch.ones(1))
+        def forward(self, x): return (x.flatten(1)[:, :10] * float("nan")) * self.w
+
+    with pytest.raises(NonFiniteError, match="non-finite cross-entropy"):
+        reverse_trigger(NaNNet(), search, target=0, epochs=1, device="cpu")
+
+
+def test_bad_input(split):
+    search, held = split
+    model = build_model("smallcnn")
+    with pytest.raises(MesaError, match="fewer than one batch"): unlearn(model, search.subset(range(10)), None, Retrain())
+    with pytest.raises(MesaError, match=r"outside the label range \[0, 10\)"): reverse_trigger(model, search, 11)
+    with pytest.raises(MesaError, match="does not fit"): reverse_trigger(model, search, 0, shape=(3, 17, 17))
+    with pytest.raises(MesaError, match="retraining ratio"): Retrain(ratio=-0.1)
+    with pytest.raises(MesaError, match="runs must be >= 1"): baseline_defense(model, search, held, 0, runs=0)
+    with pytest.raises(MesaError, match=r"bank must be \(M, C, h, w\)"): bank_sampler(torch.zeros(3, 3, 3))
+
+
+def test_unlearn_stamps_only_sampled_triggers_and_keeps_labels():
+    x, y = torch.full((2000, 3, 8, 8), 0.5), torch.randint(0, 10, (2000,))
+    white = torch.ones(3, 3, 3)
+    xs, ys = Unlearn(fixed_sampler(white), ratio=0.1)(x, y)
+    assert torch.equal(ys, y)
+    changed = (xs != x).flatten(1).any(1)
+    assert 0.07 < changed.float().mean() < 0.13
+    assert torch.all(xs[changed].flatten(1).sum(1) == 1.0 * 27 + 0.5 * (3 * 64 - 27))   # exactly one white 3x3 patch
+    with frozen(build_model("smallcnn")) as m: assert not m.training
