@@ -50,6 +50,7 @@ pytest: $(VENV)/.test
 
 bench: $(VENV)/.run
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_search.py
 
 export: $(VENV)/.test
 	$(BIN)/nbdev_export

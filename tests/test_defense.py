@@ -63,3 +63,33 @@ def test_unlearn_stamps_only_sampled_triggers_and_keeps_labels():
     assert 0.07 < changed.float().mean() < 0.13
     assert torch.all(xs[changed].flatten(1).sum(1) == 1.0 * 27 + 0.5 * (3 * 64 - 27))   # exactly one white 3x3 patch
     with frozen(build_model("smallcnn")) as m: assert not m.training
+
+
+def test_defend_on_a_clean_model_flags_nothing_and_returns_it_unchanged():
+    from mesa_nb.core import seed_everything
+    from mesa_nb.defense import defend
+    from mesa_nb.models import fit
+    seed_everything(0)
+    train, test = load_digits("train"), load_digits("test")
+    model = build_model("smallcnn")
+    fit(model, train, epochs=8, lr=0.05, device="cpu")
+    report, repaired = defend(model, test.images, test.labels, 10, test.mean, test.std, detect_steps=80, batch=32,
+                              check_triggers=32, check_images=32, device="cpu")
+    assert report.flagged == [] and report.chosen is None and repaired is model
+    assert max(report.detection["per_class_asr"]) < 0.5
+    assert "no backdoor detected" in report.summary()
+    assert report.defense == {"mesa": {}}
+
+
+def test_defend_bad_input():
+    from mesa_nb.defense import defend
+    test = load_digits("test")
+    model = build_model("smallcnn")
+    with pytest.raises(MesaError, match="larger than the 16x16 images"):
+        defend(model, test.images, test.labels, 10, trigger_size=20)
+    with pytest.raises(MesaError, match="fewer than one batch"):
+        defend(model, test.images[:100], test.labels[:100], 10)
+    with pytest.raises(MesaError, match=r"float images must be raw pixels in \[0, 1\]"):
+        defend(model, test.images.float(), test.labels, 10)
+    with pytest.raises(MesaError, match=r"labels must lie in \[0, 5\)"):
+        defend(model, test.images, test.labels, 5)

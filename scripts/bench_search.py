@@ -1,0 +1,113 @@
+"""Trigger-search speed: one search step against its floor, and K generators side by side against K separate searches.
+
+(1) floor  the frozen classifier's forward + backward-to-input on a batch of 128 stamped images (ResNet-18,
+           32x32 inputs): what any trigger search must pay per step;
+    step   one full search step (`SearchModels.step` on a `ClassifierTest`, K = 1, the paper's widths):
+           noise, generator, stamping on freshly drawn defender images, classifier forward and backward,
+           generator update, MINE critic update.
+    The ratio step / floor is the search's overhead (target: at most 1.15x).
+(2) K = 10 generators (one per class, the detection case) trained side by side, one classifier pass over
+    the 10 x 128 concatenated batch, against 10 separate K = 1 searches each taking one step.
+Pairs are timed in alternating rounds and the median round is reported.
+Run: python scripts/bench_search.py [--device cpu|cuda] [--rounds 5] [--resnet-k10]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from mesa_nb.core import as_device, environment
+from mesa_nb.data import ImageSet
+from mesa_nb.mesa import ClassifierTest, SearchModels, frozen, normalized_images
+from mesa_nb.models import build_model
+from mesa_nb.threat import stamp
+
+
+def sync(device):
+    if device.type == "cuda": torch.cuda.synchronize()
+
+
+def timed_pair(a, b, device, rounds=5, repeats=1):
+    "Median seconds per call of `a` and of `b`, measured in alternating rounds (so drift hits both alike)."
+    for _ in range(2): a(); b()                               # warm-up
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, out in ((a, ta), (b, tb)):
+            sync(device); t0 = time.perf_counter()
+            for _ in range(repeats): fn()
+            sync(device); out.append((time.perf_counter() - t0) / repeats)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def fake_images(n, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g),
+                    torch.randint(0, 10, (n,), generator=g), [str(i) for i in range(10)], name=f"random{size}")
+
+
+def bench_floor(name, size, device, rounds, batch=128):
+    torch.manual_seed(0)
+    ds = fake_images(1024, size)
+    with frozen(build_model(name), device) as model:
+        Fk = ClassifierTest(model, ds, [0], seed=0, device=device)
+        sm = SearchModels(27, [0.8], seed=0, device=device)                     # paper widths: noise 64, 512, 512
+        imgs = normalized_images(ds, device)[:batch]
+        pats = torch.rand(batch, 3, 3, 3, device=device)
+        x_ready = stamp(imgs, pats, "random")                                 # (B, C, H, W) stamped, normalized
+
+        def floor():
+            x = x_ready.detach().requires_grad_()
+            p = Fk.logits(x).softmax(-1)[:, 0]                                # (B,)
+            torch.autograd.grad(p.sum(), x)
+
+        def step(): sm.step(Fk, batch)
+
+        t_floor, t_step = timed_pair(floor, step, device, rounds)
+    print(f"| {name} | {size}x{size} | {batch} | {t_floor * 1e3:,.1f} ms | {t_step * 1e3:,.1f} ms | {t_step / t_floor:.3f}x |")
+    return t_step / t_floor
+
+
+def bench_side_by_side(name, size, device, rounds, k=10, batch=128, hidden=512):
+    torch.manual_seed(0)
+    ds = fake_images(1024, size)
+    with frozen(build_model(name), device) as model:
+        F_all = ClassifierTest(model, ds, list(range(k)), seed=0, device=device)
+        together = SearchModels(27, [0.8] * k, hidden=hidden, critic_hidden=hidden, seed=0, device=device)
+        singles = [(ClassifierTest(model, ds, [c], seed=c, device=device),
+                    SearchModels(27, [0.8], hidden=hidden, critic_hidden=hidden, seed=c, device=device)) for c in range(k)]
+
+        def side_by_side(): together.step(F_all, batch)
+
+        def separate():
+            for Fc, sm in singles: sm.step(Fc, batch)
+
+        t_sep, t_tog = timed_pair(separate, side_by_side, device, rounds)
+    print(f"| {name} | {size}x{size} | {hidden} | {k} x {batch} | {t_sep * 1e3:,.1f} ms | {t_tog * 1e3:,.1f} ms | "
+          f"{t_sep / t_tog:.2f}x | {t_tog / (t_sep / k):.2f}x |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (median reported)")
+    p.add_argument("--resnet-k10", action="store_true", help="also time K = 10 side by side for ResNet-18 (always on CUDA)")
+    a = p.parse_args()
+    device = as_device(a.device)
+    env = environment(device)
+    print(f"device {env['device']} ({env['device_name']}), {torch.get_num_threads()} threads, torch {env['torch']}\n")
+    print("(1) one search step against its floor (frozen classifier forward + backward to the input)\n")
+    print("| model | input | batch | floor | search step | step / floor |")
+    print("|---|---|---|---|---|---|")
+    bench_floor("resnet18", 32, device, a.rounds)
+    bench_floor("smallcnn", 16, device, a.rounds)
+    print("\n(2) K = 10 generators side by side against 10 separate searches (one step each)\n")
+    print("| model | input | generator width | samples | 10 separate steps | side by side | speedup | side by side / one K=1 step |")
+    print("|---|---|---|---|---|---|---|---|")
+    bench_side_by_side("smallcnn", 16, device, a.rounds)
+    bench_side_by_side("smallcnn", 16, device, a.rounds, batch=64, hidden=256)
+    if a.resnet_k10 or device.type == "cuda": bench_side_by_side("resnet18", 32, device, max(1, a.rounds // 2))
+
+
+if __name__ == "__main__":
+    main()

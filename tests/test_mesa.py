@@ -1,0 +1,90 @@
+"""The trigger search: bad inputs, a fresh import, a frozen classifier, and a short search that finds the backdoor."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from mesa_nb.core import MesaError, NonFiniteError, seed_everything
+from mesa_nb.data import defender_split, load_digits
+from mesa_nb.mesa import classifier_test_function, per_class_asr, search, search_classes, trigger_asr
+from mesa_nb.models import build_model, fit
+from mesa_nb.threat import backdoor, canonical_trigger
+
+TINY = dict(steps=2, batch=16, hidden=16, critic_hidden=16, noise_dim=8, log_every=1, n_check=8, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return defender_split(load_digits("test"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def backdoored():
+    "A half-width SmallCNN backdoored with trigger 170 -> class 0 (about 5 s on one CPU thread)."
+    seed_everything(0)
+    train = load_digits("train")
+    m = build_model("smallcnn", width=16)
+    fit(m, train, epochs=8, lr=0.05, device="cpu")
+    backdoor(m, train, canonical_trigger(170, 0), ratio=0.1, epochs=8, lr=0.02, schedule="onecycle", device="cpu")
+    return m
+
+
+class NaNModel(nn.Module):
+    def __init__(self): super().__init__(); self.lin = nn.Linear(3, 10)
+    def forward(self, x): return self.lin(x.mean((2, 3))) * float("nan")
+
+
+def test_fresh_import():
+    code = "import mesa_nb.mesa as m; assert {'search', 'diagnose', 'trigger_asr', 'SearchResult'} <= set(m.__all__)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_wrong_number_of_classes(digits):
+    with pytest.raises(MesaError, match=r"expected \(2, 10\) logits"):
+        search(build_model("smallcnn", num_classes=5), digits[0], 0, **TINY)
+
+
+def test_trigger_larger_than_images(digits):
+    with pytest.raises(MesaError, match="larger than the 16x16 images"):
+        search(build_model("smallcnn"), digits[0], 0, trigger_shape=(3, 17, 17), **TINY)
+    with pytest.raises(MesaError, match="larger than the 16x16 images"):
+        trigger_asr(build_model("smallcnn"), digits[0], torch.rand(4, 3, 20, 20), 0)
+
+
+def test_target_out_of_range(digits):
+    with pytest.raises(MesaError, match="target class 10 is out of range"):
+        search(build_model("smallcnn"), digits[0], [0, 10], **TINY)
+    with pytest.raises(MesaError, match="target class -1 is out of range"):
+        classifier_test_function(build_model("smallcnn"), digits[0], [-1])
+
+
+def test_fewer_images_than_one_batch(digits):
+    with pytest.raises(MesaError, match="fewer than one batch of 128"):
+        search(build_model("smallcnn"), digits[0].subset(range(100)), 0, steps=1, batch=128)
+
+
+def test_nonfinite_loss_names_step_and_term(digits):
+    with pytest.raises(NonFiniteError, match="test function F became NaN or infinite between steps 1 and 1"):
+        search(NaNModel(), digits[0], 0, betas=(0.5,), **TINY)
+
+
+def test_classifier_frozen_and_restored(digits):
+    m = build_model("smallcnn").train()
+    m.head.bias.requires_grad_(False)
+    res = search(m, digits[0], [0, 3], betas=(0.5, 0.8), **TINY)
+    assert all(p.grad is None for p in m.parameters())          # no weight gradients were ever computed
+    assert m.training and m.head.weight.requires_grad and not m.head.bias.requires_grad   # caller's flags back
+    assert res.k == 4 and res.targets.tolist() == [0, 0, 3, 3] and res.sample(5).shape == (4, 5, 3, 3, 3)
+
+
+def test_search_finds_the_backdoor(backdoored, digits):
+    search_ds, eval_ds = digits
+    det = search_classes(backdoored, search_ds, beta=0.8, classes=[0, 4], steps=100, batch=32, hidden=256,
+                         critic_hidden=256, lr=1e-3, device="cpu")
+    asr = per_class_asr(det, backdoored, eval_ds, n=64, images=32)
+    assert asr[0] >= 0.8 and asr[0] > asr[1] + 0.6, asr
+    pats, _ = det.ensemble_sample(32, target=0)
+    assert trigger_asr(backdoored, eval_ds, pats, 0, images=32).mean() >= 0.8
