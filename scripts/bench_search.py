@@ -2,7 +2,7 @@
 
 (1) floor  the frozen classifier's forward + backward-to-input on a batch of 128 stamped images (ResNet-18,
            32x32 inputs): what any trigger search must pay per step;
-    step   one full search step (`SearchModels.step` on a `ClassifierTest`, K = 1, the paper's widths):
+    step   one full search step (`SubModels.step` on a `ClassifierTest`, K = 1, the paper's widths):
            noise, generator, stamping on freshly drawn defender images, classifier forward and backward,
            generator update, MINE critic update.
     The ratio step / floor is the search's overhead (target: at most 1.15x).
@@ -12,32 +12,18 @@ Pairs are timed in alternating rounds and the median round is reported.
 Run: python scripts/bench_search.py [--device cpu|cuda] [--rounds 5] [--resnet-k10]
 """
 import argparse
-import statistics
 import time
 
 import torch
 
 from mesa_nb.core import as_device, environment
 from mesa_nb.data import ImageSet
-from mesa_nb.mesa import ClassifierTest, SearchModels, frozen, normalized_images
+from mesa_nb.mesa import ClassifierTest, frozen, normalized_images
+from mesa_nb.theory import SubModels
 from mesa_nb.models import build_model
 from mesa_nb.threat import stamp
 
-
-def sync(device):
-    if device.type == "cuda": torch.cuda.synchronize()
-
-
-def timed_pair(a, b, device, rounds=5, repeats=1):
-    "Median seconds per call of `a` and of `b`, measured in alternating rounds (so drift hits both alike)."
-    for _ in range(2): a(); b()                               # warm-up
-    ta, tb = [], []
-    for _ in range(rounds):
-        for fn, out in ((a, ta), (b, tb)):
-            sync(device); t0 = time.perf_counter()
-            for _ in range(repeats): fn()
-            sync(device); out.append((time.perf_counter() - t0) / repeats)
-    return statistics.median(ta), statistics.median(tb)
+from bench_train import sync, timed_pair   # the shared timer (this folder)
 
 
 def fake_images(n, size, seed=0):
@@ -51,7 +37,7 @@ def bench_floor(name, size, device, rounds, batch=128):
     ds = fake_images(1024, size)
     with frozen(build_model(name), device) as model:
         Fk = ClassifierTest(model, ds, [0], seed=0, device=device)
-        sm = SearchModels(27, [0.8], seed=0, device=device)                     # paper widths: noise 64, 512, 512
+        sm = SubModels(27, [0.8], seed=0, device=device)                     # paper widths: noise 64, 512, 512
         imgs = normalized_images(ds, device)[:batch]
         pats = torch.rand(batch, 3, 3, 3, device=device)
         x_ready = stamp(imgs, pats, "random")                                 # (B, C, H, W) stamped, normalized
@@ -73,9 +59,9 @@ def bench_side_by_side(name, size, device, rounds, k=10, batch=128, hidden=512):
     ds = fake_images(1024, size)
     with frozen(build_model(name), device) as model:
         F_all = ClassifierTest(model, ds, list(range(k)), seed=0, device=device)
-        together = SearchModels(27, [0.8] * k, hidden=hidden, critic_hidden=hidden, seed=0, device=device)
+        together = SubModels(27, [0.8] * k, hidden=hidden, critic_hidden=hidden, seed=0, device=device)
         singles = [(ClassifierTest(model, ds, [c], seed=c, device=device),
-                    SearchModels(27, [0.8], hidden=hidden, critic_hidden=hidden, seed=c, device=device)) for c in range(k)]
+                    SubModels(27, [0.8], hidden=hidden, critic_hidden=hidden, seed=c, device=device)) for c in range(k)]
 
         def side_by_side(): together.step(F_all, batch)
 

@@ -24,7 +24,7 @@ def sync(device):
     if device.type == "cuda": torch.cuda.synchronize()
 
 
-def timed_pair(a, b, repeats, device, rounds=5):
+def timed_pair(a, b, device, rounds=5, repeats=1):
     "Median seconds per call of `a` and of `b`, measured in alternating rounds (so drift hits both alike)."
     for _ in range(2): a(); b()                               # warm-up
     ta, tb = [], []
@@ -59,7 +59,7 @@ def bench(name, size, device, repeats, batch=128):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
 
-    t_bare, t_step = timed_pair(bare, step, repeats, device)
+    t_bare, t_step = timed_pair(bare, step, device, repeats=repeats)
     print(f"| {name} | {size}x{size} | {count_params(model) / 1e6:.2f} M | {batch / t_bare:,.0f} | {batch / t_step:,.0f} | {t_step / t_bare:.2f}x |")
 
 
