@@ -200,4 +200,11 @@ d = { 'settings': { 'branch': 'main',
                                 'mesa_nb.threat.pattern_number': ('threat.html#pattern_number', 'mesa_nb/threat.py'),
                                 'mesa_nb.threat.poison': ('threat.html#poison', 'mesa_nb/threat.py'),
                                 'mesa_nb.threat.stamp': ('threat.html#stamp', 'mesa_nb/threat.py'),
-                                'mesa_nb.threat.trigger_locations': ('threat.html#trigger_locations', 'mesa_nb/threat.py')}}}
+                                'mesa_nb.threat.trigger_locations': ('threat.html#trigger_locations', 'mesa_nb/threat.py')},
+            'mesa_nb.viz': { 'mesa_nb.viz._hwc': ('viz.html#_hwc', 'mesa_nb/viz.py'),
+                             'mesa_nb.viz.embed': ('viz.html#embed', 'mesa_nb/viz.py'),
+                             'mesa_nb.viz.plot_after_defense': ('viz.html#plot_after_defense', 'mesa_nb/viz.py'),
+                             'mesa_nb.viz.plot_detection': ('viz.html#plot_detection', 'mesa_nb/viz.py'),
+                             'mesa_nb.viz.plot_embedding': ('viz.html#plot_embedding', 'mesa_nb/viz.py'),
+                             'mesa_nb.viz.plot_training_curves': ('viz.html#plot_training_curves', 'mesa_nb/viz.py'),
+                             'mesa_nb.viz.plot_trigger_grid': ('viz.html#plot_trigger_grid', 'mesa_nb/viz.py')}}}
