@@ -12,18 +12,17 @@ Pairs are timed in alternating rounds and the median round is reported.
 Run: python scripts/bench_search.py [--device cpu|cuda] [--rounds 5] [--resnet-k10]
 """
 import argparse
-import time
 
 import torch
 
-from mesa_nb.core import as_device, environment
+from mesa_nb.core import as_device
 from mesa_nb.data import ImageSet
 from mesa_nb.mesa import ClassifierTest, frozen, normalized_images
 from mesa_nb.theory import SubModels
 from mesa_nb.models import build_model
 from mesa_nb.threat import stamp
 
-from bench_train import sync, timed_pair   # the shared timer (this folder)
+from bench_train import print_header, timed_pair   # the shared timer (this folder)
 
 
 def fake_images(n, size, seed=0):
@@ -80,8 +79,7 @@ def main():
     p.add_argument("--resnet-k10", action="store_true", help="also time K = 10 side by side for ResNet-18 (always on CUDA)")
     a = p.parse_args()
     device = as_device(a.device)
-    env = environment(device)
-    print(f"device {env['device']} ({env['device_name']}), {torch.get_num_threads()} threads, torch {env['torch']}\n")
+    print_header(device)
     print("(1) one search step against its floor (frozen classifier forward + backward to the input)\n")
     print("| model | input | batch | floor | search step | step / floor |")
     print("|---|---|---|---|---|---|")

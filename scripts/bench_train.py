@@ -17,11 +17,17 @@ import torch.nn.functional as F
 
 from mesa_nb.core import as_device, environment
 from mesa_nb.data import augment, normalize, to_float
-from mesa_nb.models import build_model, count_params, prepare
+from mesa_nb.models import build_model, count_params, forward, prepare
 
 
 def sync(device):
     if device.type == "cuda": torch.cuda.synchronize()
+
+
+def print_header(device):
+    "The machine line every benchmark starts with."
+    env = environment(device)
+    print(f"device {env['device']} ({env['device_name']}), {torch.get_num_threads()} threads, torch {env['torch']}\n")
 
 
 def timed_pair(a, b, device, rounds=5, repeats=1):
@@ -39,24 +45,19 @@ def timed_pair(a, b, device, rounds=5, repeats=1):
 def bench(name, size, device, repeats, batch=128):
     torch.manual_seed(0)
     model = prepare(build_model(name), device).train()
-    cuda = device.type == "cuda"
     xb = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x_ready = normalize(to_float(xb), mean, std)
-    if cuda: x_ready = x_ready.contiguous(memory_format=torch.channels_last)
+    if device.type == "cuda": x_ready = x_ready.contiguous(memory_format=torch.channels_last)   # outside the timing
 
     def bare():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(model(x_ready).float(), y)
+        loss = F.cross_entropy(forward(model, x_ready), y)
         model.zero_grad(set_to_none=True); loss.backward()      # fresh gradients, as in a real step
 
     def step():
-        x = normalize(augment(to_float(xb)), mean, std)
-        if cuda: x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(model(x).float(), y)
+        loss = F.cross_entropy(forward(model, normalize(augment(to_float(xb)), mean, std)), y)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
 
     t_bare, t_step = timed_pair(bare, step, device, repeats=repeats)
@@ -69,8 +70,7 @@ def main():
     p.add_argument("--repeats", type=int, default=4, help="calls per timing round (5 alternating rounds)")
     a = p.parse_args()
     device = as_device(a.device)
-    env = environment(device)
-    print(f"device {env['device']} ({env['device_name']}), {torch.get_num_threads()} threads, torch {env['torch']}\n")
+    print_header(device)
     print("| model | input | params | fwd+bwd img/s | full train step img/s | step / fwd+bwd |")
     print("|---|---|---|---|---|---|")
     bench("smallcnn", 16, device, a.repeats)
