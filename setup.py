@@ -45,7 +45,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
     include_package_data=True,
     install_requires=reqs("requirements"),
-    extras_require={"test": test_reqs, "dev": test_reqs + reqs("dev_requirements")},
+    extras_require={"test": test_reqs, "dev": test_reqs + reqs("dev_requirements"), "dask": reqs("dask_requirements")},
     python_requires=">=" + min_python,
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

@@ -1,46 +1,173 @@
-"""The README's entry points, end to end: `mesa-nb demo`, `mesa-nb attack` with resumption, bad CLI input."""
+"""The README's entry points, end to end: `mesa-nb demo`, `run`, `batch` (killed and resumed), `report`, `defend`, bad input."""
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from conftest import run_cli
+import pytest
 
-SPEC_KEYS = {"dataset", "model", "seed", "trigger", "clean", "attack", "timing", "environment"}
+from conftest import ROOT, run_cli
+
+SPEC_KEYS = {"dataset", "model", "seed", "trigger", "clean", "attack", "detection", "defense", "timing", "environment"}
+
+
+def fractions(rec):
+    "Every accuracy / ASR in a record (SPEC §7), flattened."
+    vals = [rec["clean"]["accuracy"], rec["attack"]["accuracy"], *rec["detection"]["per_class_asr"]]
+    d = rec["defense"]
+    vals += [v[k] for v in d.get("mesa", {}).values() for k in ("accuracy", "asr") if k in v]
+    vals += [r[k] for r in d.get("baseline", {}).get("runs", []) for k in ("accuracy", "asr")]
+    vals += [d["ideal"][k] for k in ("accuracy", "asr")] if "ideal" in d else []
+    return vals
+
+
+def check_record(rec):
+    assert SPEC_KEYS <= rec.keys()
+    assert all(0 <= v <= 1 for v in fractions(rec)), rec
+    assert len(rec["detection"]["per_class_asr"]) == 10 and rec["detection"]["threshold"] == 0.5
+    assert rec["timing"]["total"] > 0 and rec["environment"]["torch"]
 
 
 def test_demo_main_job(tmp_path):
     r = run_cli("demo", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    runs = sorted((tmp_path/"outputs"/"demo").glob("*/metrics.json"))
-    assert [p.parent.name for p in runs] == ["digits-smallcnn-0-t0-s0", "digits-smallcnn-170-t0-s0"]
-    for p in runs:
-        m = json.loads(p.read_text())
-        assert SPEC_KEYS <= m.keys()
-        # a serious attack: ASR >= 0.95 and at most 2 points of clean accuracy lost
-        assert m["attack"]["asr"] >= 0.95, m["attack"]
-        assert m["attack"]["accuracy"] >= m["clean"]["accuracy"] - 0.02
-        assert m["clean"]["accuracy"] >= 0.93 and m["clean"]["asr"] <= 0.2
-        assert m["environment"]["device"] == "cpu" and m["environment"]["torch"]
-    assert "| canonical:170 | 0 |" in r.stdout
+    run = tmp_path/"outputs"/"demo"/"digits-smallcnn-170-t0-s0"
+    m = json.loads((run/"metrics.json").read_text())
+    check_record(m)
+    assert m["trigger"]["id"] == 170 and m["trigger"]["pattern"][0] == [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
+    # a serious attack, found by detection, and removed by MESA and by the ideal without wrecking accuracy
+    assert m["attack"]["asr"] >= 0.9 and m["attack"]["accuracy"] >= m["clean"]["accuracy"] - 0.02 >= 0.9
+    assert m["detection"]["flagged"] == [0]
+    assert m["defense"]["mesa"]["ensemble"]["asr"] <= 0.1 and m["defense"]["ideal"]["asr"] <= 0.1
+    assert m["defense"]["mesa"]["ensemble"]["accuracy"] >= m["attack"]["accuracy"] - 0.1
+    assert len(m["defense"]["baseline"]["runs"]) == 5
+    for f in ("run.ipynb", "detection.png", "triggers.png", "embedding.png", "curves.png", "backdoored.safetensors", "repaired.safetensors"):
+        assert (run/f).is_file(), f
+    nb = json.loads((run/"run.ipynb").read_text())
+    assert any(c.get("outputs") for c in nb["cells"])                    # the executed notebook, with its outputs
+    assert "| after MESA ensemble |" in r.stdout and "flagged [0]" in r.stdout
 
 
-def test_attack_resumes_and_redoes_a_killed_run(tmp_path):
-    args = ["attack", "--trigger", "170", "color:3", "--clean-epochs", "2", "--attack-epochs", "1",
-            "--device", "cpu", "--out", tmp_path]
-    assert run_cli(*args).returncode == 0
-    done = tmp_path/"digits-smallcnn-color3-t0-s0"/"metrics.json"
-    before = json.loads(done.read_text())
-    assert before["trigger"]["kind"] == "color" and len(before["trigger"]["pattern"]) == 3
-    # simulate a run killed before it finished: its folder exists but has no metrics.json
-    (tmp_path/"digits-smallcnn-170-t0-s0"/"metrics.json").unlink()
+def test_run_end_to_end_and_settings_guard(tmp_path):
+    args = ["run", "--preset", "smoke", "--trigger", "color:3", "--device", "cpu", "--out", tmp_path]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
-    assert "reusing clean-digits-smallcnn-s0-" in r.stdout
-    assert "digits-smallcnn-color3-t0-s0: finished earlier, skipping" in r.stdout
-    assert "digits-smallcnn-170-t0-s0: accuracy" in r.stdout          # redone
-    assert json.loads(done.read_text()) == before                     # the finished run is untouched
-    assert (tmp_path/"digits-smallcnn-170-t0-s0"/"metrics.json").is_file()
-    # new clean-training settings train a new clean model; changed attack settings are refused, not reused
-    r = run_cli(*args, "--attack-epochs", "2")
-    assert r.returncode == 2 and "finished run with other settings (attack_epochs: 1 there, 2 now)" in r.stderr
+    run = tmp_path/"digits-smallcnn-color3-t0-s0"
+    rec = json.loads((run/"metrics.json").read_text())
+    check_record(rec)
+    assert rec["trigger"]["kind"] == "color" and len(rec["trigger"]["pattern"]) == 3 and rec["preset"] == "smoke"
+    assert set(rec["defense"]) == {"mesa", "baseline", "ideal"} and len(rec["defense"]["baseline"]["runs"]) == 2
+    assert json.loads((run/"config.json").read_text())["trigger"] == "color:3"
+    again = run_cli(*args)
+    assert again.returncode == 0 and "finished earlier, not redone" in again.stdout
+    assert json.loads((run/"metrics.json").read_text()) == rec
+    other = run_cli(*args, "--alpha", "1")
+    assert other.returncode == 2 and "finished run with other settings (alpha: 0.1 there, 1.0 now)" in other.stderr
+
+
+def test_batch_killed_midway_resumes_with_every_run_once(tmp_path):
+    exe = Path(sys.executable).with_name("mesa-nb")
+    args = [str(exe), "batch", "--preset", "smoke", "--trigger", "0", "170", "color:1", "none", "--device", "cpu",
+            "--out", str(tmp_path), "--no-progress"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 400
+    while time.time() < deadline and not list(tmp_path.glob("*/metrics.json")): time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()                         # the driver, its kernels, everything
+    first = list(tmp_path.glob("*/metrics.json"))
+    assert 1 <= len(first) < 4, "kill the batch after its first run and before the last"
+    stamps = {f: f.stat().st_mtime_ns for f in first}
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = {"digits-smallcnn-0-t0-s0", "digits-smallcnn-170-t0-s0", "digits-smallcnn-color1-t0-s0", "digits-smallcnn-none-t0-s0"}
+    assert {f.parent.name for f in tmp_path.glob("*/metrics.json")} == names            # every run present, once
+    assert {d.name for d in tmp_path.iterdir() if d.is_dir()} == names
+    assert all(f.stat().st_mtime_ns == t for f, t in stamps.items())                     # finished runs not redone
+    assert f"{len(first)} run(s) finished earlier, skipped" in r.stdout + r.stderr
+    assert f"{4 - len(first)} run(s) done, {len(first)} skipped, 0 failed" in r.stdout
+    assert (tmp_path/"report.md").is_file() and len(list(tmp_path.glob("clean-*.safetensors"))) == 1
+
+
+def test_batch_records_a_failed_run_and_goes_on(tmp_path):
+    from mesa_nb.experiment import make_config
+    from mesa_nb.report import failures
+    from mesa_nb.runner import batch
+    ok = make_config("smoke", trigger="none", out_dir=str(tmp_path), device="cpu")
+    bad = make_config("smoke", trigger="170", out_dir=str(tmp_path), device="cpu", search_batch=5000)   # more than the images
+    res = batch([bad, ok], progress=False, log=lambda *a: None)
+    assert res["done"] == ["digits-smallcnn-none-t0-s0"]
+    (name, err), = res["failed"]
+    assert name == "digits-smallcnn-170-t0-s0" and "fewer than one batch of 5000" in err
+    assert failures(tmp_path)[0]["error"] == err and not (tmp_path/name/"metrics.json").exists()
+
+
+def record(trigger, target_asr, other, mesa, base, ideal, seed=0):
+    "A run record as SPEC §7 describes it, made by hand."
+    per = [other] * 10
+    if trigger is not None: per[0] = target_asr
+    rec = dict(dataset="digits", model="smallcnn", seed=seed, clean=dict(accuracy=0.97), timing=dict(total=10.0), environment={},
+               trigger=None if trigger is None else dict(kind="canonical", id=trigger, name=f"canonical:{trigger}", target=0, location="random", pattern=[]),
+               attack=dict(accuracy=0.96) if trigger is None else dict(accuracy=0.96, asr=0.99),
+               detection=dict(per_class_asr=per, threshold=0.5, flagged=[0] if target_asr > 0.5 and trigger is not None else []))
+    rec["defense"] = {"mesa": {}} if trigger is None else dict(
+        mesa={b: dict(accuracy=0.95, asr=a) for b, a in zip(["0.5", "0.8", "0.9", "ensemble"], mesa)},
+        baseline=dict(runs=[dict(accuracy=0.94, asr=a) for a in base], asr_mean=sum(base) / len(base),
+                      asr_std=0.0, asr_max=max(base)), ideal=dict(accuracy=0.96, asr=ideal))
+    return rec
+
+
+def test_report_aggregates_records(tmp_path):
+    recs = {"a": record(170, 0.95, 0.02, [0.03, 0.02, 0.01, 0.02], [0.1, 0.5], 0.01),
+            "b": record(7, 0.90, 0.05, [0.09, 0.04, 0.05, 0.03], [0.02, 0.04], 0.02),
+            "c": record(None, 0.0, 0.04, [], [], 0.0)}
+    for name, rec in recs.items():
+        (tmp_path/name).mkdir(); (tmp_path/name/"metrics.json").write_text(json.dumps(rec))
+    r = run_cli("report", tmp_path)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path/"report.md").read_text()
+    assert "2 backdoored run(s) and 1 clean control(s)" in md
+    assert "| after-defense ASR, MESA ensemble | mean 2.5 %, worst 3.0 % (canonical:7)" in md
+    assert "| after-defense ASR, baseline | mean of per-trigger means 16.5 %, worst 50.0 % (canonical:170)" in md
+    assert "| detection | target ≥ 90.0 %, others ≤ 5.0 %; 2/2 flagged exactly the target" in md
+    assert "| clean controls | highest class 4.0 %; 1/1 flagged nothing" in md
+    import pandas as pd
+    df = pd.read_csv(tmp_path/"report.csv")
+    assert len(df) == 3 and math.isclose(df.set_index("run").loc["a", "margin"], 0.93, abs_tol=1e-4)
+    assert (tmp_path/"after_defense.png").stat().st_size > 0 and (tmp_path/"detection_margins.png").is_file()
+    (tmp_path/"b"/"metrics.json").write_text("{ not json")
+    bad = run_cli("report", tmp_path)
+    assert bad.returncode == 2 and "b/metrics.json is not valid JSON" in bad.stderr
+
+
+def test_defend_a_users_model(tmp_path):
+    import numpy as np
+    import torch
+    from mesa_nb.data import load_digits
+    from mesa_nb.models import build_model, fit
+    from mesa_nb.runner import load_user_model
+    from mesa_nb.threat import backdoor, canonical_trigger
+    torch.manual_seed(0)
+    train, test = load_digits("train"), load_digits("test")
+    model = build_model("smallcnn"); fit(model, train, epochs=8, lr=0.05, device="cpu")
+    backdoor(model, train, canonical_trigger(170, 0), ratio=0.1, epochs=8, lr=0.02, schedule="onecycle", device="cpu")
+    scripted = torch.jit.script(model.eval()); scripted.save(str(tmp_path/"suspect.pt"))
+    np.savez(tmp_path/"images.npz", images=test.images.permute(0, 2, 3, 1).numpy(), labels=test.labels.numpy())   # (N, H, W, C)
+    loaded = load_user_model(str(tmp_path/"suspect.pt"), device="cpu")
+    x = torch.rand(4, 3, 16, 16)
+    assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    r = run_cli("defend", "--model", tmp_path/"suspect.pt", "--images", tmp_path/"images.npz", "--mean", *test.mean, "--std", *test.std,
+                "--detect-steps", "60", "--search-steps", "60", "--batch", "32", "--retrain-ratio", "0.05", "--retrain-epochs", "4",
+                "--retrain-lr", "0.01", "--retrain-batch-size", "64", "--device", "cpu", "--out", tmp_path/"out")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path/"out"/"report.json").read_text())
+    assert rep["detection"]["flagged"] == [0] and rep["chosen"] == "ensemble of class 0"
+    assert (tmp_path/"out"/"repaired.safetensors").is_file() and (tmp_path/"out"/"repaired.pt").is_file()
+    assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
+    bad = run_cli("defend", "--model", tmp_path/"images.npz", "--images", tmp_path/"images.npz", "--out", tmp_path/"never")
+    assert bad.returncode == 2 and "is not a TorchScript archive" in bad.stderr
 
 
 def test_triggers_lists_51():
@@ -58,15 +185,30 @@ def one_line_error(r, *needles):
 
 def test_bad_cli_input(tmp_path):
     out = ["--out", tmp_path/"never"]
-    one_line_error(run_cli("attack", "--trigger", "4", *out), "variant of canonical trigger 1")
-    one_line_error(run_cli("attack", "--trigger", "plus", *out), "unknown trigger 'plus'")
-    one_line_error(run_cli("attack", "--preset", "fast", *out), "unknown preset 'fast'")
-    one_line_error(run_cli("attack", "--target", "10", *out), "outside the label range [0, 10)")
-    one_line_error(run_cli("attack", "--ratio", "1.5", *out), "poison ratio must be in [0, 1]")
-    one_line_error(run_cli("attack", "--dataset", "mnist", *out), "unknown dataset 'mnist'")
-    one_line_error(run_cli("attack", "--preset", "cpu", "--data-dir", tmp_path/"nothing-here", *out),
+    one_line_error(run_cli("run", "--trigger", "4", *out), "variant of canonical trigger 1")
+    one_line_error(run_cli("run", "--trigger", "plus", *out), "unknown trigger 'plus'")
+    one_line_error(run_cli("run", "--preset", "fast", *out), "unknown preset 'fast'")
+    one_line_error(run_cli("run", "--target", "10", *out), "outside the label range [0, 10)")
+    one_line_error(run_cli("run", "--ratio", "1.5", *out), "poison ratio must be in [0, 1]")
+    one_line_error(run_cli("run", "--dataset", "mnist", *out), "unknown dataset 'mnist'")
+    one_line_error(run_cli("run", "--preset", "cpu", "--data-dir", tmp_path/"nothing-here", *out),
                    "cifar10 not found", "cifar-10-batches-py/", str(tmp_path/"nothing-here"))
-    one_line_error(run_cli("attack", "--device", "tpu", *out), "unknown device 'tpu'")
+    one_line_error(run_cli("batch", "--preset", "cpu", "--trigger", "0", "1", "--data-dir", tmp_path/"nothing-here", *out), "cifar10 not found")
+    one_line_error(run_cli("batch", "--trigger", "9-3", *out), "empty trigger range '9-3'")
+    one_line_error(run_cli("run", "--device", "tpu", *out), "unknown device 'tpu'")
+    one_line_error(run_cli("report", tmp_path/"no-such-folder"), "is not a folder")
+    one_line_error(run_cli("defend", "--model", tmp_path/"none.pt", "--dataset", "digits", *out), "model file", "does not exist")
     assert not (tmp_path/"never").exists()
-    r = run_cli("attack", "--clean-epochs", "two")
+    r = run_cli("run", "--clean-epochs", "two")
     assert r.returncode == 2 and "invalid int value: 'two'" in r.stderr
+
+
+def test_batch_on_a_dask_local_cluster(tmp_path):
+    pytest.importorskip("distributed")
+    from mesa_nb.experiment import make_config
+    from mesa_nb.runner import batch, plan
+    cfgs = plan(make_config("smoke", out_dir=str(tmp_path), device="cpu", baseline_runs=1), ["170", "none"])
+    res = batch(cfgs, workers=2, engine="dask", progress=False, log=lambda *a: None)
+    assert sorted(res["done"]) == ["digits-smallcnn-170-t0-s0", "digits-smallcnn-none-t0-s0"] and res["failed"] == []
+    assert all(json.loads((tmp_path/n/"metrics.json").read_text())["seed"] == 0 for n in res["done"])
+    assert batch(cfgs, engine="dask", progress=False, log=lambda *a: None)["skipped"] == res["done"]

@@ -53,3 +53,40 @@ def test_round_trip_keeps_tags():
     ])
     back = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
     assert cells(back) == cells(nb)
+
+
+TEMPLATES = sorted((ROOT/"nbs"/"experiments").glob("*.ipynb"))
+
+
+def parameters(path):
+    "The parameters cell of a template as {name: (annotation, value)}; asserts it holds annotated literals only."
+    import ast
+    nb = json.loads(path.read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged `parameters`, want exactly one"
+    out = {}
+    for node in ast.parse("".join(tagged[0]["source"])).body:
+        assert isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name), f"{path.name}: `{ast.unparse(node)}` is not `name: type = literal`"
+        out[node.target.id] = (ast.unparse(node.annotation), ast.literal_eval(node.value))   # raises on anything but a literal
+    return out
+
+
+def test_templates_exist():
+    assert {"run.ipynb", "sweep.ipynb"} <= {p.name for p in TEMPLATES}
+    assert {"report.ipynb"} <= {p.name for p in (ROOT/"nbs"/"reports").glob("*.ipynb")}
+
+
+@pytest.mark.parametrize("path", TEMPLATES + sorted((ROOT/"nbs"/"reports").glob("*.ipynb")), ids=lambda p: p.name)
+def test_template_contract(path):
+    params = parameters(path)                           # exactly one parameters cell of literals
+    assert params, f"{path.name}: empty parameters cell"
+    text = path.read_text()
+    assert "default_exp" not in text and "#| export" not in text, f"{path.name}: templates export nothing"
+
+
+def test_run_template_parameters_are_the_run_config():
+    from dataclasses import asdict, fields
+    from mesa_nb.experiment import RunConfig
+    params = parameters(ROOT/"nbs"/"experiments"/"run.ipynb")
+    assert list(params) == [f.name for f in fields(RunConfig)]                   # names equal the config's fields
+    assert {k: v for k, (_, v) in params.items()} == asdict(RunConfig())          # defaults: the smoke run
