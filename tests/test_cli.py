@@ -145,6 +145,7 @@ def test_report_aggregates_records(tmp_path):
 def test_defend_a_users_model(tmp_path):
     import numpy as np
     import torch
+    from safetensors.torch import save_file
     from mesa_nb.data import load_digits
     from mesa_nb.models import build_model, fit
     from mesa_nb.runner import load_user_model
@@ -153,21 +154,26 @@ def test_defend_a_users_model(tmp_path):
     train, test = load_digits("train"), load_digits("test")
     model = build_model("smallcnn"); fit(model, train, epochs=8, lr=0.05, device="cpu")
     backdoor(model, train, canonical_trigger(170, 0), ratio=0.1, epochs=8, lr=0.02, schedule="onecycle", device="cpu")
-    scripted = torch.jit.script(model.eval()); scripted.save(str(tmp_path/"suspect.pt"))
+    (tmp_path/"suspect_net.py").write_text("from mesa_nb.models import build_model\ndef make(): return build_model('smallcnn')\n")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path/"suspect.safetensors"))
     np.savez(tmp_path/"images.npz", images=test.images.permute(0, 2, 3, 1).numpy(), labels=test.labels.numpy())   # (N, H, W, C)
-    loaded = load_user_model(str(tmp_path/"suspect.pt"), device="cpu")
-    x = torch.rand(4, 3, 16, 16)
-    assert torch.allclose(loaded(x), model(x), atol=1e-5)
-    r = run_cli("defend", "--model", tmp_path/"suspect.pt", "--images", tmp_path/"images.npz", "--mean", *test.mean, "--std", *test.std,
-                "--detect-steps", "60", "--search-steps", "60", "--batch", "32", "--retrain-ratio", "0.05", "--retrain-epochs", "4",
-                "--retrain-lr", "0.01", "--retrain-batch-size", "64", "--device", "cpu", "--out", tmp_path/"out")
+    env = {"PYTHONPATH": str(tmp_path)}
+    r = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
+                "--mean", *test.mean, "--std", *test.std, "--detect-steps", "60", "--search-steps", "60", "--batch", "32",
+                "--retrain-ratio", "0.05", "--retrain-epochs", "4", "--retrain-lr", "0.01", "--retrain-batch-size", "64",
+                "--device", "cpu", "--out", tmp_path/"out", env=env)
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["detection"]["flagged"] == [0] and rep["chosen"] == "ensemble of class 0"
-    assert (tmp_path/"out"/"repaired.safetensors").is_file() and (tmp_path/"out"/"repaired.pt").is_file()
+    assert (tmp_path/"out"/"repaired.safetensors").is_file()
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
-    bad = run_cli("defend", "--model", tmp_path/"images.npz", "--images", tmp_path/"images.npz", "--out", tmp_path/"never")
-    assert bad.returncode == 2 and "is not a TorchScript archive" in bad.stderr
+    bad = run_cli("defend", "--model", "suspect_net:nothing", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
+                  "--out", tmp_path/"never", env=env)
+    assert bad.returncode == 2 and "cannot import 'suspect_net:nothing'" in bad.stderr
+    torch.save(model, tmp_path/"pickled.pt")                             # a whole pickled model, not a state dict: refused
+    bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"pickled.pt", "--images", tmp_path/"images.npz",
+                  "--out", tmp_path/"never", env=env)
+    assert bad.returncode == 2 and "is not a plain state dict" in bad.stderr
 
 
 def test_triggers_lists_51():
@@ -197,7 +203,7 @@ def test_bad_cli_input(tmp_path):
     one_line_error(run_cli("batch", "--trigger", "9-3", *out), "empty trigger range '9-3'")
     one_line_error(run_cli("run", "--device", "tpu", *out), "unknown device 'tpu'")
     one_line_error(run_cli("report", tmp_path/"no-such-folder"), "is not a folder")
-    one_line_error(run_cli("defend", "--model", tmp_path/"none.pt", "--dataset", "digits", *out), "model file", "does not exist")
+    one_line_error(run_cli("defend", "--model", tmp_path/"none.pt", "--dataset", "digits", *out), "is not module:factory")
     assert not (tmp_path/"never").exists()
     r = run_cli("run", "--clean-epochs", "two")
     assert r.returncode == 2 and "invalid int value: 'two'" in r.stderr
