@@ -248,4 +248,5 @@ d = { 'settings': { 'branch': 'main',
                              'mesa_nb.viz.plot_detection': ('viz.html#plot_detection', 'mesa_nb/viz.py'),
                              'mesa_nb.viz.plot_embedding': ('viz.html#plot_embedding', 'mesa_nb/viz.py'),
                              'mesa_nb.viz.plot_training_curves': ('viz.html#plot_training_curves', 'mesa_nb/viz.py'),
-                             'mesa_nb.viz.plot_trigger_grid': ('viz.html#plot_trigger_grid', 'mesa_nb/viz.py')}}}
+                             'mesa_nb.viz.plot_trigger_grid': ('viz.html#plot_trigger_grid', 'mesa_nb/viz.py'),
+                             'mesa_nb.viz.save_figures': ('viz.html#save_figures', 'mesa_nb/viz.py')}}}
