@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,12 +20,17 @@ from .viz import plot_after_defense, save_figures
 __all__ = ['PAPER', 'collect', 'failures', 'run_rows', 'run_table', 'summary_table', 'plot_margins', 'markdown', 'write_report']
 
 # %% ../nbs/10_report.ipynb #0fd4e74f
+def _natural(p: Path) -> list:
+    "Sort key that puts run folders in number order: trigger 2 before trigger 10."
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p))]
+
+
 def collect(root: str | Path) -> list[dict]:
-    "Every run record under `root`, sorted by run folder; each gets a `run` key with its folder's path."
+    "Every run record under `root`, in number order of run folder; each gets a `run` key with its folder's path."
     root = Path(root)
     check(root.is_dir(), f"{root} is not a folder: pass the folder that holds the run folders (e.g. outputs/batch)")
     out = []
-    for p in sorted(root.rglob("metrics.json")):
+    for p in sorted(root.rglob("metrics.json"), key=_natural):
         rec = read_json(p)                                     # a corrupt file is an error that names it
         check(isinstance(rec, dict) and "dataset" in rec and "detection" in rec, f"{p} is not a run record (SPEC §7): delete it or rerun that run")
         out.append(dict(rec, run=str(p.parent.relative_to(root))))
@@ -33,7 +39,7 @@ def collect(root: str | Path) -> list[dict]:
 
 def failures(root: str | Path) -> list[dict]:
     "The `failed.json` records of runs that failed and have not been redone since."
-    return [dict(read_json(p), run=str(p.parent.relative_to(root))) for p in sorted(Path(root).rglob("failed.json"))
+    return [dict(read_json(p), run=str(p.parent.relative_to(root))) for p in sorted(Path(root).rglob("failed.json"), key=_natural)
             if not (p.parent/"metrics.json").is_file()]
 
 # %% ../nbs/10_report.ipynb #59f949c1
