@@ -83,6 +83,12 @@ def generator(seed: int, device: str | torch.device | None = "cpu") -> torch.Gen
     return g
 
 # %% ../nbs/00_core.ipynb #d0ad3969
+def _file_mode() -> int:
+    "The mode a plain new file gets under the process's umask (a temporary file is created 0600)."
+    mask = os.umask(0o022); os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     "Yield a temporary path beside `path`; on success it replaces `path` atomically, on error it is removed."
@@ -93,6 +99,7 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f: os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())                      # readable like any file the user writes, not owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
