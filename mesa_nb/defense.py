@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .core import NonFiniteError, as_device, check, environment, generator
 from .data import ImageSet, batches, defender_split, normalize, to_float
-from .mesa import frozen, per_class_asr, search, search_classes, trigger_asr
+from .mesa import SCHEDULE, frozen, per_class_asr, search, search_classes, trigger_asr
 from .models import accuracy, fit, forward
 from .threat import Trigger, attack_success_rate, stamp, stamp_some
 
@@ -239,12 +239,16 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     search_ds, held = defender_split(ds, seed, 1 - eval_fraction)
     check(len(search_ds) >= batch, f"{len(search_ds)} search images ({1 - eval_fraction:.0%} of {len(ds)}) are fewer than one batch of {batch}: "
                                    "give more images or lower batch")
+    check(classes is None or all(0 <= int(c) < num_classes for c in classes),
+          f"classes to repair {list(classes or [])} must lie in [0, {num_classes})")       # before any search runs
+    check(ensemble in ("uniform", "schedule", "entropy"), f"unknown ensemble {ensemble!r}: use 'uniform', 'schedule' or 'entropy'")
+    check(ensemble != "schedule" or sorted(map(float, betas)) == sorted(SCHEDULE),
+          f"the supplement's schedule weighs betas {sorted(SCHEDULE)}; got betas {sorted(map(float, betas))}: use those, or ensemble 'uniform'")
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
     det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, **common)
     asr = per_class_asr(det, model, search_ds, n=check_triggers, images=check_images, seed=seed, device=device)
     flagged = flag_classes(asr, threshold)
     remove = flagged if classes is None else [int(c) for c in classes]
-    check(all(0 <= c < num_classes for c in remove), f"classes to repair {remove} must lie in [0, {num_classes})")
     t_detect = time.perf_counter() - t0
     defense, repaired, chosen, searches = {"mesa": {}}, model, None, {"detection": det}
     for c in remove:

@@ -259,6 +259,9 @@ def parser() -> argparse.ArgumentParser:
     dfd.add_argument("--detect-steps", type=int, default=None); dfd.add_argument("--search-steps", type=int, default=None)
     dfd.add_argument("--batch", type=int, default=128); dfd.add_argument("--alpha", type=float, default=0.1)
     dfd.add_argument("--threshold", type=float, default=0.5)
+    dfd.add_argument("--betas", type=float, nargs="+", default=[0.5, 0.8, 0.9], help="the β ladder (default: 0.5 0.8 0.9)")
+    dfd.add_argument("--ensemble", default="uniform", choices=["uniform", "schedule", "entropy"], help="ensemble weights over the β levels")
+    dfd.add_argument("--classes", type=int, nargs="+", default=None, help="remove a backdoor for these classes (default: the flagged ones)")
     dfd.add_argument("--retrain-ratio", type=float, default=0.01); dfd.add_argument("--retrain-epochs", type=int, default=10)
     dfd.add_argument("--retrain-lr", type=float, default=1e-3); dfd.add_argument("--retrain-batch-size", type=int, default=128)
     dfd.add_argument("--device", default=None); dfd.add_argument("--seed", type=int, default=0)
@@ -287,19 +290,19 @@ def _defend_cli(args) -> int:
         x, y, n_cls, mean, std = ds.images, ds.labels, ds.num_classes, args.mean or ds.mean, args.std or ds.std
     model = load_user_model(args.model, args.weights, device)
     recipe = Retrain(ratio=args.retrain_ratio, epochs=args.retrain_epochs, lr=args.retrain_lr, batch_size=args.retrain_batch_size)
-    report, repaired = defend(model, x, y, n_cls, mean, std, trigger_size=args.trigger_size, alpha=args.alpha, threshold=args.threshold,
-                              detect_steps=args.detect_steps, search_steps=args.search_steps, batch=args.batch, recipe=recipe,
-                              seed=args.seed, device=device)
+    report, repaired = defend(model, x, y, n_cls, mean, std, trigger_size=args.trigger_size, betas=args.betas, alpha=args.alpha,
+                              threshold=args.threshold, detect_steps=args.detect_steps, search_steps=args.search_steps, batch=args.batch,
+                              recipe=recipe, classes=args.classes, ensemble=args.ensemble, seed=args.seed, device=device)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     write_json(out/"report.json", report.record())
     figs = {"detection": plot_detection(report.detection["per_class_asr"], report.detection["threshold"])}
-    for c in report.flagged:
-        res = report.searches[c]
+    for c in report.defense["mesa"]:                          # the repaired classes: flagged, or --classes
+        res = report.searches[int(c)]
         figs[f"triggers-class{c}"] = plot_trigger_grid({f"β={b:g}": s[:10].cpu() for b, s in zip(res.betas.tolist(), res.sample(10, args.seed))})
     save_figures(figs, out)
-    if report.flagged:
+    if report.chosen:
         save_model(repaired, out/"repaired.safetensors", chosen=report.chosen)
-    print(report.summary() + f"\n\nwritten to {out}/: report.json, figures" + (", repaired.safetensors" if report.flagged else ""))
+    print(report.summary() + f"\n\nwritten to {out}/: report.json, figures" + (", repaired.safetensors" if report.chosen else ""))
     return 0
 
 

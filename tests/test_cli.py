@@ -161,10 +161,11 @@ def test_defend_a_users_model(tmp_path):
     r = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                 "--mean", *test.mean, "--std", *test.std, "--detect-steps", "60", "--search-steps", "60", "--batch", "32",
                 "--retrain-ratio", "0.05", "--retrain-epochs", "4", "--retrain-lr", "0.01", "--retrain-batch-size", "64",
-                "--device", "cpu", "--out", tmp_path/"out", env=env)
+                "--betas", "0.5", "0.9", "--ensemble", "entropy", "--device", "cpu", "--out", tmp_path/"out", env=env)
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["detection"]["flagged"] == [0] and rep["chosen"] == "ensemble of class 0"
+    assert rep["settings"]["ensemble"] == "entropy" and sorted(rep["defense"]["mesa"]["0"]) == ["0.5", "0.9", "ensemble"]
     assert (tmp_path/"out"/"repaired.safetensors").is_file()
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
     bad = run_cli("defend", "--model", "suspect_net:nothing", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
@@ -174,6 +175,12 @@ def test_defend_a_users_model(tmp_path):
     bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"pickled.pt", "--images", tmp_path/"images.npz",
                   "--out", tmp_path/"never", env=env)
     assert bad.returncode == 2 and "is not a plain state dict" in bad.stderr
+    bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
+                  "--classes", "12", "--out", tmp_path/"never", env=env)
+    assert bad.returncode == 2 and "classes to repair [12] must lie in [0, 10)" in bad.stderr
+    bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
+                  "--ensemble", "schedule", "--betas", "0.5", "0.9", "--out", tmp_path/"never", env=env)
+    assert bad.returncode == 2 and "schedule weighs betas [0.5, 0.8, 0.9]; got betas [0.5, 0.9]" in bad.stderr
 
 
 def test_triggers_lists_51():

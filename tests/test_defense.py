@@ -93,3 +93,9 @@ def test_defend_bad_input():
         defend(model, test.images.float(), test.labels, 10)
     with pytest.raises(MesaError, match=r"labels must lie in \[0, 5\)"):
         defend(model, test.images, test.labels, 5)
+    with pytest.raises(MesaError, match=r"classes to repair \[10\] must lie in \[0, 10\)"):     # refused before any search runs
+        defend(model, test.images, test.labels, 10, classes=[10])
+    with pytest.raises(MesaError, match="unknown ensemble 'mean'"):
+        defend(model, test.images, test.labels, 10, ensemble="mean")
+    with pytest.raises(MesaError, match=r"schedule weighs betas \[0.5, 0.8, 0.9\]; got betas \[0.9\]"):
+        defend(model, test.images, test.labels, 10, betas=(0.9,), ensemble="schedule")
