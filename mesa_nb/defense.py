@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .core import NonFiniteError, as_device, check, environment, generator
 from .data import ImageSet, batches, defender_split, normalize, to_float
-from .mesa import SCHEDULE, frozen, per_class_asr, search, search_classes, trigger_asr
+from .mesa import check_ensemble, frozen, per_class_asr, search, search_classes, trigger_asr
 from .models import accuracy, fit, forward
 from .threat import Trigger, attack_success_rate, stamp, stamp_some
 
@@ -241,9 +241,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
                                    "give more images or lower batch")
     check(classes is None or all(0 <= int(c) < num_classes for c in classes),
           f"classes to repair {list(classes or [])} must lie in [0, {num_classes})")       # before any search runs
-    check(ensemble in ("uniform", "schedule", "entropy"), f"unknown ensemble {ensemble!r}: use 'uniform', 'schedule' or 'entropy'")
-    check(ensemble != "schedule" or sorted(map(float, betas)) == sorted(SCHEDULE),
-          f"the supplement's schedule weighs betas {sorted(SCHEDULE)}; got betas {sorted(map(float, betas))}: use those, or ensemble 'uniform'")
+    check_ensemble(ensemble, betas)
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
     det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, **common)
     asr = per_class_asr(det, model, search_ds, n=check_triggers, images=check_images, seed=seed, device=device)

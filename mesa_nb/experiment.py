@@ -19,6 +19,7 @@ import torch
 from .core import RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
 from .defense import Retrain, baseline_defense, defend, evaluate, ideal_defense
+from .mesa import check_ensemble
 from .models import MODELS, build_model, fit, load_model, save_model
 from .threat import LOCATIONS, backdoor, parse_trigger
 from .viz import embed, plot_detection, plot_embedding, plot_training_curves, plot_trigger_grid, save_figures
@@ -82,12 +83,12 @@ class RunConfig:
         check(self.location in LOCATIONS, f"unknown location {self.location!r}: use one of {LOCATIONS}")
         check(0 <= self.ratio <= 1, f"poison ratio must be in [0, 1]; got {self.ratio}")
         check(0 <= self.target < CLASSES[self.dataset], f"target class {self.target} is outside the label range [0, {CLASSES[self.dataset]}) of {self.dataset}")
-        check(self.ensemble in ("uniform", "schedule", "entropy"), f"unknown ensemble {self.ensemble!r}: use 'uniform', 'schedule' or 'entropy'")
         self.data_dir, self.device, self.out_dir = (str(v) if v not in (None, "") else None for v in (self.data_dir, self.device, self.out_dir))
         if self.device: as_device(self.device)               # an unknown device fails here
         check(min(self.clean_epochs, self.attack_epochs) >= 0, "epochs must be >= 0")
         check(self.baseline_runs >= 0, f"baseline_runs must be >= 0; got {self.baseline_runs}")
         self.betas = [float(b) for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas])]
+        check_ensemble(self.ensemble, self.betas)            # a schedule over other betas fails here, not mid-run
         parse_trigger(self.trigger, self.target)             # an unknown trigger fails here, before any work
         self.recipe                                          # and so does a bad retraining setting
 

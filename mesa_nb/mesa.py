@@ -22,8 +22,9 @@ from .theory import SubModels, check_levels, mixture_weights, sample_mixture, va
 from .threat import Trigger, stamp
 
 # %% auto #0
-__all__ = ['SCHEDULE', 'frozen', 'normalized_images', 'ClassifierTest', 'classifier_test_function', 'trigger_asr', 'SearchResult',
-           'search', 'per_class_asr', 'search_classes', 'diagnose', 'print_diagnostics', 'plot_triggers']
+__all__ = ['SCHEDULE', 'ENSEMBLES', 'frozen', 'normalized_images', 'ClassifierTest', 'classifier_test_function', 'trigger_asr',
+           'check_ensemble', 'SearchResult', 'search', 'per_class_asr', 'search_classes', 'diagnose',
+           'print_diagnostics', 'plot_triggers']
 
 # %% ../nbs/06_mesa.ipynb #d930a95f
 @contextlib.contextmanager
@@ -156,6 +157,15 @@ def trigger_asr(model: nn.Module,             # the classifier (used in eval mod
 
 # %% ../nbs/06_mesa.ipynb #d68a81ec
 SCHEDULE = {0.9: 4, 0.8: 3, 0.5: 3}   # supplement: 10 retraining rounds draw beta 0.9 / 0.8 / 0.5 this many times
+ENSEMBLES = ("uniform", "schedule", "entropy")
+
+
+def check_ensemble(weights: str, betas) -> None:
+    "Refuse unknown ensemble weights, and the supplement's schedule over betas other than its own."
+    check(weights in ENSEMBLES, f"unknown ensemble {weights!r}: use one of {ENSEMBLES}")
+    bs = sorted(round(float(b), 4) for b in betas)
+    check(weights != "schedule" or bs == sorted(SCHEDULE),
+          f"the supplement's schedule weighs betas {sorted(SCHEDULE)}; got betas {bs}: use those, or ensemble 'uniform'")
 
 
 @dataclass
@@ -200,12 +210,10 @@ class SearchResult:
             target = classes[0]
         idx = self.index(target)
         check(len(idx) > 0, f"no sub-model was trained for class {target}; searched {classes}")
-        check(weights in ("uniform", "schedule", "entropy"), f"weights must be 'uniform', 'schedule' or 'entropy'; got {weights!r}")
+        bs = [round(float(self.betas[i]), 4) for i in idx]
+        check_ensemble(weights, bs)
         idx_t = torch.tensor(idx)
-        if weights == "schedule":
-            bs = [round(float(self.betas[i]), 4) for i in idx]
-            check(sorted(bs) == sorted(SCHEDULE), f"the supplement's schedule weighs betas {sorted(SCHEDULE)}; this search has {bs}: use 'uniform'")
-            h = torch.tensor([SCHEDULE[b] for b in bs], dtype=torch.float64).log()
+        if weights == "schedule": h = torch.tensor([SCHEDULE[b] for b in bs], dtype=torch.float64).log()
         else: h = self.entropy(seed=seed)[idx_t] if weights == "entropy" else torch.zeros(len(idx))
         gam = mixture_weights(h, keep=self.keep[idx_t].cpu() if valid_only else None)
         xs = self.submodels.sample(n, seed)[idx_t.to(self.submodels.beta.device)]   # (k_t, n, D)

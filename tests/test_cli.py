@@ -204,6 +204,7 @@ def test_bad_cli_input(tmp_path):
     one_line_error(run_cli("run", "--target", "10", *out), "outside the label range [0, 10)")
     one_line_error(run_cli("run", "--ratio", "1.5", *out), "poison ratio must be in [0, 1]")
     one_line_error(run_cli("run", "--dataset", "mnist", *out), "unknown dataset 'mnist'")
+    one_line_error(run_cli("run", "--ensemble", "schedule", "--betas", "0.5", "0.9", *out), "schedule weighs betas [0.5, 0.8, 0.9]; got betas [0.5, 0.9]")
     one_line_error(run_cli("run", "--preset", "cpu", "--data-dir", tmp_path/"nothing-here", *out),
                    "cifar10 not found", "cifar-10-batches-py/", str(tmp_path/"nothing-here"))
     one_line_error(run_cli("batch", "--preset", "cpu", "--trigger", "0", "1", "--data-dir", tmp_path/"nothing-here", *out), "cifar10 not found")
