@@ -10,6 +10,7 @@ import hashlib
 import json
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -198,6 +199,13 @@ class Run:
                            trigger=self.trigger.record(cfg.location) if self.trigger else None,
                            evaluation=dict(split="held", n=len(self.held), search_images=len(self.pool)))
 
+    @contextmanager
+    def _timed(self, step: str):
+        "Record the wall time of the enclosed step in `timing[step]`."
+        t0 = time.perf_counter()
+        yield
+        self.timing[step] = time.perf_counter() - t0
+
     def _evaluate(self, model) -> dict:
         return evaluate(model, self.held, self.trigger, self.cfg.location, self.cfg.seed, self.device)
 
@@ -215,12 +223,11 @@ class Run:
             self.models["attacked"] = model
             self.record["attack"] = dict(accuracy=self.record["clean"]["accuracy"]); self.timing["attack"] = 0.0
             return model
-        t0 = time.perf_counter()
-        attacked = copy.deepcopy(model)
-        seed_everything(cfg.seed)
-        hist = backdoor(attacked, self.train, self.trigger, ratio=cfg.ratio, epochs=cfg.attack_epochs, lr=cfg.attack_lr,
-                        schedule=cfg.attack_schedule, batch_size=cfg.attack_batch_size, location=cfg.location, device=self.device)
-        self.timing["attack"] = time.perf_counter() - t0
+        with self._timed("attack"):
+            attacked = copy.deepcopy(model)
+            seed_everything(cfg.seed)
+            hist = backdoor(attacked, self.train, self.trigger, ratio=cfg.ratio, epochs=cfg.attack_epochs, lr=cfg.attack_lr,
+                            schedule=cfg.attack_schedule, batch_size=cfg.attack_batch_size, location=cfg.location, device=self.device)
         self.record["attack"] = dict(self._evaluate(attacked), final_loss=hist[-1]["loss"] if hist else None)
         if cfg.save_models: save_model(attacked, self.path/"backdoored.safetensors", trigger=self.trigger.name, target=cfg.target)
         self.models["attacked"] = attacked
@@ -248,10 +255,9 @@ class Run:
         "The single reversed-trigger baseline, `baseline_runs` times, with the shared recipe."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
         if self.trigger is None or cfg.baseline_runs == 0: return {}
-        t0 = time.perf_counter()
-        rec = baseline_defense(model, self.pool, self.held, cfg.target, self.trigger, runs=cfg.baseline_runs, recipe=cfg.recipe,
-                               shape=tuple(self.trigger.pattern.shape), reverse_epochs=cfg.reverse_epochs, seed=cfg.seed, device=self.device)
-        self.timing["baseline"] = time.perf_counter() - t0
+        with self._timed("baseline"):
+            rec = baseline_defense(model, self.pool, self.held, cfg.target, self.trigger, runs=cfg.baseline_runs, recipe=cfg.recipe,
+                                   shape=tuple(self.trigger.pattern.shape), reverse_epochs=cfg.reverse_epochs, seed=cfg.seed, device=self.device)
         self.record.setdefault("defense", {})["baseline"] = rec
         self.log(f"baseline ({cfg.baseline_runs} runs): ASR mean {rec['asr_mean']:.3f} ± {rec['asr_std']:.3f}, worst {rec['asr_max']:.3f}")
         return rec
@@ -260,9 +266,8 @@ class Run:
         "Retraining with the original trigger, with the shared recipe."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
         if self.trigger is None: return {}
-        t0 = time.perf_counter()
-        rec, _ = ideal_defense(model, self.pool, self.held, self.trigger, cfg.recipe, cfg.seed, self.device)
-        self.timing["ideal"] = time.perf_counter() - t0
+        with self._timed("ideal"):
+            rec, _ = ideal_defense(model, self.pool, self.held, self.trigger, cfg.recipe, cfg.seed, self.device)
         self.record.setdefault("defense", {})["ideal"] = rec
         self.log(f"ideal: accuracy {rec['accuracy']:.3f}, ASR {rec['asr']:.3f}")
         return rec
