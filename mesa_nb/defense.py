@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from .core import NonFiniteError, as_device, check, environment, generator
 from .data import ImageSet, batches, defender_split, normalize, to_float
-from .mesa import check_ensemble, frozen, per_class_asr, search, search_classes, trigger_asr
+from .mesa import Objective, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes, trigger_asr
+from .mine import knn_entropy
 from .models import accuracy, fit, forward
 from .threat import Trigger, attack_success_rate, stamp, stamp_some
 
@@ -215,7 +216,8 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            mean=None, std=None,               # the model's input normalization (per channel)
            trigger_size: int | tuple[int, int] = 3,
            betas=(0.5, 0.8, 0.9),
-           alpha: float = 0.1,
+           alpha: float = 0.1,                # entropy weight (with the objective's slack: its starting value)
+           objective: str | Objective = "maxent",   # search objective: 'maxent' (default), 'paper' or an `Objective`
            threshold: float = 0.5,            # flag a class whose generated triggers exceed this mean ASR
            detect_steps: int | None = None,   # detection search steps (default: 10 epochs over the search images)
            search_steps: int | None = None,   # per-class search steps (default: 10 epochs)
@@ -242,15 +244,16 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     check(classes is None or all(0 <= int(c) < num_classes for c in classes),
           f"classes to repair {list(classes or [])} must lie in [0, {num_classes})")       # before any search runs
     check_ensemble(ensemble, betas)
+    ob = as_objective(objective)
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
-    det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, **common)
+    det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, objective=ob, **common)
     asr = per_class_asr(det, model, search_ds, n=check_triggers, images=check_images, seed=seed, device=device)
     flagged = flag_classes(asr, threshold)
     remove = flagged if classes is None else [int(c) for c in classes]
     t_detect = time.perf_counter() - t0
     defense, repaired, chosen, searches = {"mesa": {}}, model, None, {"detection": det}
     for c in remove:
-        res = searches[c] = search(model, search_ds, c, betas, alpha, steps=search_steps, **common)
+        res = searches[c] = search(model, search_ds, c, betas, alpha, steps=search_steps, objective=ob, **common)
         g = generator(seed, device)
         banks = {f"{float(b):g}": res.sample(bank, seed + 1)[res.index(c, float(b))[0]] for b in res.betas.tolist()}
         mine = torch.tensor(res.index(c))
@@ -262,13 +265,16 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
             m = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
             rec = evaluate(m, held, original, recipe.location, seed, device)
             rec["sampled_asr"] = float(trigger_asr(m, held, pats[:check_triggers], c, shape, recipe.location, images=check_images, seed=seed, device=device).mean())
-            rec.update(dict(valid=bool(res.keep[i]), mean_f=float(res.f_mean[i])) if i is not None else dict(valid=any_valid))
+            rec["entropy"] = float(knn_entropy(pats[:512].flatten(1).float().cpu()))   # k-NN, nats: the spread of what was retrained on
+            rec.update(dict(valid=bool(res.keep[i]), mean_f=float(res.f_mean[i]), alpha=float(res.history["alpha"][-1, i]))
+                       if i is not None else dict(valid=any_valid))
+            if i is not None and res.reasons[i]: rec["invalid"] = res.reasons[i]
             cands[name], models[name] = rec, m
         defense["mesa"][str(c)] = cands
         repaired, chosen = models["ensemble"], f"ensemble of class {c}" if chosen is None else chosen + f", ensemble of class {c}"
     report = DefenseReport(dict(per_class_asr=asr.tolist(), threshold=threshold, flagged=flagged), defense, chosen,
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect),
-                           dict(trigger_shape=shape, betas=list(betas), alpha=alpha, batch=batch, detect_steps=detect_steps,
+                           dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
                                 search_steps=search_steps, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
                                 check_triggers=check_triggers, check_images=check_images),
                            environment(device), searches)

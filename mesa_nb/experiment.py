@@ -20,7 +20,7 @@ import torch
 from .core import RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
 from .defense import Retrain, baseline_defense, defend, evaluate, ideal_defense
-from .mesa import check_ensemble
+from .mesa import as_objective, check_ensemble
 from .models import MODELS, build_model, fit, load_model, save_model
 from .threat import LOCATIONS, backdoor, parse_trigger
 from .viz import embed, plot_detection, plot_embedding, plot_training_curves, plot_trigger_grid, save_figures
@@ -59,7 +59,8 @@ class RunConfig:
     attack_schedule: str = "onecycle"  # "onecycle", "cosine" or "constant" (the paper's)
     attack_batch_size: int = 128
     # MESA (the defender's data: the test split, 80 % search/retraining, 20 % held out)
-    alpha: float = 0.1               # entropy weight
+    objective: str = "maxent"        # search objective: "maxent" (k-NN entropy, adapted alpha, 4 images per trigger) or "paper" (MINE, fixed alpha)
+    alpha: float = 0.1               # entropy weight (with "maxent": its starting value, then adapted)
     betas: list = field(default_factory=lambda: [0.5, 0.8, 0.9])
     threshold: float = 0.5           # detection: flag a class above this mean ASR
     detect_steps: int | None = 20    # detection search steps (None: 10 epochs over the search images)
@@ -90,6 +91,7 @@ class RunConfig:
         check(self.baseline_runs >= 0, f"baseline_runs must be >= 0; got {self.baseline_runs}")
         self.betas = [float(b) for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas])]
         check_ensemble(self.ensemble, self.betas)            # a schedule over other betas fails here, not mid-run
+        as_objective(self.objective)                         # an unknown objective fails here
         parse_trigger(self.trigger, self.target)             # an unknown trigger fails here, before any work
         self.recipe                                          # and so does a bad retraining setting
 
@@ -104,12 +106,12 @@ PRESETS = {
     "smoke": {},
     "quick": dict(clean_epochs=15, attack_epochs=15, detect_steps=100, search_steps=150, search_batch=32, bank=2048,
                   check_triggers=32, check_images=64, retrain_epochs=10, baseline_runs=5, reverse_epochs=5),
-    "cpu": dict(dataset="cifar10", clean_epochs=6, clean_batch_size=256, ratio=0.05, attack_epochs=2, attack_lr=0.01,
+    "cpu": dict(dataset="cifar10", clean_epochs=6, clean_batch_size=256, ratio=0.1, attack_epochs=3, attack_lr=0.01,
                 detect_steps=200, search_steps=300, search_batch=32, bank=2048, check_triggers=32, check_images=64,
-                retrain_epochs=2, retrain_batch_size=128, baseline_runs=3, reverse_epochs=2),
-    "paper": dict(dataset="cifar10", model="resnet18", clean_epochs=40, clean_lr=0.1, label_smoothing=0.1,
-                  ratio=0.01, attack_epochs=10, attack_lr=1e-3, attack_schedule="constant",
-                  detect_steps=None, search_steps=None, search_batch=128, bank=4096, check_triggers=128, check_images=128,
+                retrain_epochs=2, retrain_lr=0.003, retrain_batch_size=128, baseline_runs=3, reverse_epochs=2),
+    "paper": dict(dataset="cifar10", model="resnet18", clean_epochs=40, clean_lr=0.1,
+                  ratio=0.01, attack_epochs=10, attack_lr=1e-3, attack_schedule="constant", objective="paper",
+                  detect_steps=3125, search_steps=3125, search_batch=128, bank=4096, check_triggers=128, check_images=128,
                   retrain_ratio=0.01, retrain_epochs=10, retrain_lr=1e-3, retrain_batch_size=128,
                   baseline_runs=10, reverse_epochs=5),
 }
@@ -239,7 +241,7 @@ class Run:
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
         report, repaired = defend(model, self.test.images, self.test.labels, self.test.num_classes, self.test.mean, self.test.std,
                                   trigger_size=tuple(self.trigger.pattern.shape[-2:]) if self.trigger else 3,
-                                  betas=cfg.betas, alpha=cfg.alpha, threshold=cfg.threshold, detect_steps=cfg.detect_steps,
+                                  betas=cfg.betas, alpha=cfg.alpha, objective=cfg.objective, threshold=cfg.threshold, detect_steps=cfg.detect_steps,
                                   search_steps=cfg.search_steps, batch=cfg.search_batch, recipe=cfg.recipe, original=self.trigger,
                                   bank=cfg.bank, check_triggers=cfg.check_triggers, check_images=cfg.check_images,
                                   classes=[cfg.target] if self.trigger else [], ensemble=cfg.ensemble, seed=cfg.seed, device=self.device)

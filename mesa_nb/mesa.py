@@ -9,7 +9,7 @@ import contextlib
 import itertools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -22,9 +22,9 @@ from .theory import SubModels, check_levels, mixture_weights, sample_mixture, va
 from .threat import Trigger, stamp
 
 # %% auto #0
-__all__ = ['SCHEDULE', 'ENSEMBLES', 'frozen', 'normalized_images', 'ClassifierTest', 'classifier_test_function', 'trigger_asr',
-           'check_ensemble', 'SearchResult', 'search', 'per_class_asr', 'search_classes', 'diagnose',
-           'print_diagnostics', 'plot_triggers']
+__all__ = ['SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'normalized_images', 'ClassifierTest', 'classifier_test_function',
+           'trigger_asr', 'check_ensemble', 'Objective', 'as_objective', 'SearchResult', 'search', 'invalid_reasons',
+           'per_class_asr', 'search_classes', 'diagnose', 'print_diagnostics', 'plot_triggers']
 
 # %% ../nbs/06_mesa.ipynb #d930a95f
 @contextlib.contextmanager
@@ -79,8 +79,11 @@ class ClassifierTest:
                  jitter: float = 0.0,              # std of Gaussian noise added to samples before stamping
                  seed: int = 0,                    # seeds image draws and locations
                  device=None,
-                 chunk: int | None = None):        # images per classifier pass; default 256 on CPU, all at once on CUDA
+                 chunk: int | None = None,         # images per classifier pass; default 256 on CPU, all at once on CUDA
+                 trigger_images: int = 1):         # images each sample is stamped on; F is the mean softmax over them
         self.device = as_device(device)
+        check(int(trigger_images) >= 1, f"trigger_images must be >= 1 images per sampled trigger; got {trigger_images}")
+        self.m = int(trigger_images)
         self.chunk = chunk if chunk is not None else (None if self.device.type == "cuda" else 256)
         check(self.chunk is None or self.chunk >= 1, f"chunk must be >= 1 images per classifier pass; got {chunk}")
         self.model, self.shape, self.location, self.jitter = model, _check_shape(trigger_shape, ds), location, jitter
@@ -106,13 +109,15 @@ class ClassifierTest:
         check(K == len(self.targets) and D == math.prod(self.shape),
               f"samples of shape {tuple(x.shape)} do not fit {len(self.targets)} targets and triggers of shape {self.shape}")
         if self.jitter > 0: x = (x + self.jitter * torch.randn(x.shape, generator=self.rng, device=x.device)).clamp(0, 1)
+        n = K * B * self.m                                                     # stamped images: each sample on m of them
         pats = (x.reshape(K * B, *self.shape) - self.mean) / self.std          # (K*B, C, h, w), normalized pixels
-        idx = torch.randint(0, len(self.images), (K * B,), generator=self.rng, device=self.device)
-        imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B, C, H, W)
-        c = self.chunk or K * B
-        p = torch.cat([self.logits(imgs[i:i + c]) for i in range(0, K * B, c)]).softmax(-1)   # (K*B, classes)
-        return p.view(K, B, -1).gather(2, self.targets.view(K, 1, 1).expand(K, B, 1)).squeeze(2)  # (K, B)
-
+        if self.m > 1: pats = pats.repeat_interleave(self.m, 0)               # (K*B*m, C, h, w): copies of a sample side by side
+        idx = torch.randint(0, len(self.images), (n,), generator=self.rng, device=self.device)
+        imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B*m, C, H, W)
+        c = self.chunk or n
+        p = torch.cat([self.logits(imgs[i:i + c]) for i in range(0, n, c)]).softmax(-1)   # (K*B*m, classes)
+        p = p.view(K, B * self.m, -1).gather(2, self.targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
+        return p.view(K, B, self.m).mean(-1)                                   # (K, B)
 
 def classifier_test_function(model: nn.Module, ds: ImageSet, targets, trigger_shape=(3, 3, 3),
                              location: str = "random", jitter: float = 0.0, seed: int = 0, device=None,
@@ -168,6 +173,39 @@ def check_ensemble(weights: str, betas) -> None:
           f"the supplement's schedule weighs betas {sorted(SCHEDULE)}; got betas {bs}: use those, or ensemble 'uniform'")
 
 
+@dataclass(frozen=True)
+class Objective:
+    "How the search weighs a sub-model's entropy against its constraint (see the section on why the paper's settings collapse)."
+    entropy: str = "knn"             # 'knn' (differentiable k-NN estimate, nats per dimension) or 'mine' (the paper's DV bound)
+    slack: float | None = 0.02       # alpha adapted (Lagrange multiplier) to hold the mean hinge at this; None: alpha fixed (paper)
+    trigger_images: int = 4          # images each sampled trigger is stamped on: F(x) estimates the trigger's ASR (paper: 1)
+    lr: float = 1e-3                 # Adam learning rate of the generators (paper: 2e-4)
+    critic_lr: float | None = None   # of MINE's critics (default: lr)
+    critic_steps: int = 1            # MINE critic updates per generator step
+
+    def __post_init__(self):
+        check(self.entropy in SubModels.ENTROPIES, f"unknown entropy term {self.entropy!r}: use one of {SubModels.ENTROPIES}")
+        check(self.slack is None or 0 < self.slack < 1, f"slack must be in (0, 1), or None for a fixed alpha; got {self.slack}")
+        check(int(self.trigger_images) >= 1 and int(self.critic_steps) >= 1 and self.lr > 0,
+              f"trigger_images and critic_steps must be >= 1 and lr > 0; got {self.trigger_images}, {self.critic_steps}, {self.lr}")
+
+    @property
+    def detection(self) -> Objective:
+        "The same objective with one image per trigger: detection needs each class's mean ASR, not a staircase, at a quarter of the cost."
+        return replace(self, trigger_images=1)
+
+
+OBJECTIVES = {"maxent": Objective(),                                               # this library's default
+              "paper": Objective(entropy="mine", slack=None, trigger_images=1, lr=2e-4)}   # Algorithm 2 as published
+
+
+def as_objective(objective: str | Objective) -> Objective:
+    "An `Objective`, or the name of one in `OBJECTIVES`."
+    if isinstance(objective, Objective): return objective
+    check(objective in OBJECTIVES, f"unknown search objective {objective!r}: use one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[objective]
+
+
 @dataclass
 class SearchResult:
     "Trained sub-models of a trigger search with their (target, beta), training curves and validity."
@@ -176,11 +214,13 @@ class SearchResult:
     betas: Tensor                    # level of each sub-model: (K,)
     alpha: float
     trigger_shape: tuple
-    history: dict                    # 'step' (L,), 'hinge', 'mi', 'f_mean' (L, K) each
+    history: dict                    # 'step' (L,), 'hinge', 'entropy', 'f_mean', 'alpha' (L, K) each
     keep: Tensor                     # valid sub-models (mean F >= beta): (K,) bool
     f_mean: Tensor                   # mean F over n_check samples: (K,)
     seconds: float = 0.0
     location: str = "random"
+    objective: Objective = OBJECTIVES["maxent"]
+    reasons: list = None             # per sub-model: None when valid, else why it was dropped
 
     @property
     def k(self) -> int: return len(self.targets)
@@ -222,14 +262,15 @@ class SearchResult:
 
     def __repr__(self):
         return (f"SearchResult(K={self.k}, classes={sorted(set(self.targets.tolist()))}, betas={sorted({round(b, 4) for b in self.betas.tolist()})}, "
-                f"alpha={self.alpha}, steps={self.submodels.steps}, valid={int(self.keep.sum())}/{self.k}, {self.seconds:.1f}s)")
+                f"alpha={self.alpha}, {self.objective.entropy}, steps={self.submodels.steps}, valid={int(self.keep.sum())}/{self.k}, {self.seconds:.1f}s)")
 
 
 def search(model: nn.Module,              # the (possibly backdoored) classifier; frozen during the search
            ds: ImageSet,                   # the defender's images
            targets=0,                      # candidate class(es): an int or a list
            betas=(0.5, 0.8, 0.9),          # levels; one sub-model per (target, beta)
-           alpha: float = 0.1,             # entropy weight (paper: 0.1)
+           alpha: float = 0.1,             # entropy weight (paper: 0.1); with the objective's slack, its starting value
+           objective: str | Objective = "maxent",   # 'maxent', 'paper' or an `Objective`
            steps: int | None = None,       # training steps (overrides epochs)
            epochs: float = 10,             # passes over ds (authors' code: 10; paper: 50)
            batch: int = 128,               # samples per sub-model per step
@@ -237,8 +278,9 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
            location: str = "random",       # stamping rule during the search
            jitter: float = 0.0,            # Gaussian noise on samples before stamping (authors' code: 0.1)
            noise_dim: int = 64, hidden: int = 512, critic_hidden: int = 512, noise: str = "uniform",
-           lr: float = 2e-4, critic_lr: float | None = None,
+           lr: float | None = None,        # generator learning rate (default: the objective's)
            log_every: int = 25,            # steps between logged values and finiteness checks
+           monitor: int = 0,               # > 0: log the k-NN entropy of this many fresh samples too (history 'knn')
            n_check: int = 256,             # samples per sub-model for the validity check
            seed: int = 0,
            device=None,
@@ -246,6 +288,7 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
            ) -> SearchResult:
     "Algorithm 2 for every (target, beta) pair, side by side on one classifier pass per step."
     dev = as_device(device)
+    ob = as_objective(objective)
     tg = _as_targets(targets, ds.num_classes)
     bt = check_levels(betas)
     _check_shape(trigger_shape, ds)
@@ -258,13 +301,27 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
     t_k = torch.tensor([p[0] for p in pairs]); b_k = torch.tensor([p[1] for p in pairs])
     t0 = time.perf_counter()
     with frozen(model, dev) as m:
-        Fk = ClassifierTest(m, ds, t_k, trigger_shape, location, jitter, seed, dev, chunk)
+        Fk = ClassifierTest(m, ds, t_k, trigger_shape, location, jitter, seed, dev, chunk, ob.trigger_images)
         sm = SubModels(math.prod(trigger_shape), b_k, alpha, noise_dim, hidden, critic_hidden, noise,
-                       lr=lr, critic_lr=critic_lr, seed=seed, device=dev)
-        hist = sm.fit(Fk, steps, batch, log_every)
+                       lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
+                       critic_steps=ob.critic_steps)
+        hist = sm.fit(Fk, steps, batch, log_every, monitor)
         keep, f_mean = validity(Fk, sm.sample(n_check, seed + 7), b_k.to(dev))
-    return SearchResult(sm, t_k, b_k, float(alpha), tuple(trigger_shape), hist, keep.cpu(), f_mean.cpu(),
-                        time.perf_counter() - t0, location)
+    keep, f_mean = keep.cpu(), f_mean.cpu()
+    return SearchResult(sm, t_k, b_k, float(alpha), tuple(trigger_shape), hist, keep, f_mean, time.perf_counter() - t0,
+                        location, ob, invalid_reasons(keep, f_mean, b_k, sm.reached.cpu() if ob.slack is not None else None, steps))
+
+
+def invalid_reasons(keep: Tensor, f_mean: Tensor, betas: Tensor, reached: Tensor | None, steps: int) -> list[str | None]:
+    "Why each dropped sub-model was dropped (None for the valid ones): its mean F against its level, and whether it ever got there."
+    out = []
+    for k, b, f, r in zip(keep.tolist(), betas.tolist(), f_mean.tolist(), [None] * len(keep) if reached is None else reached.tolist()):
+        if k: out.append(None); continue
+        why = f"mean F {f:.3f} < beta {b:g}"
+        if r is False: why += f": no batch of its triggers met the constraint in {steps} steps (beta may be above what any trigger reaches)"
+        elif r: why += ": it met the constraint during the search but its final samples fall short (search longer or lower the slack)"
+        out.append(why)
+    return out
 
 # %% ../nbs/06_mesa.ipynb #ff00554b
 def per_class_asr(result: SearchResult, model: nn.Module, ds: ImageSet,
@@ -285,10 +342,11 @@ def search_classes(model: nn.Module, ds: ImageSet,
                    beta: float = 0.8,           # SPEC §4: 0.8
                    alpha: float = 0.1,
                    classes=None,                # default: every class of ds
+                   objective: str | Objective = "maxent",   # its `detection` variant is used: one image per trigger
                    **kwargs) -> SearchResult:   # passed to `search` (steps, batch, seed, device, ...)
     "Detection search (SPEC §4 step 1): one sub-model per class at level beta, all side by side."
     classes = list(range(ds.num_classes)) if classes is None else classes
-    return search(model, ds, classes, (beta,), alpha, **kwargs)
+    return search(model, ds, classes, (beta,), alpha, objective=as_objective(objective).detection, **kwargs)
 
 # %% ../nbs/06_mesa.ipynb #583c11f4
 def diagnose(result: SearchResult, model: nn.Module, ds: ImageSet,
@@ -306,7 +364,7 @@ def diagnose(result: SearchResult, model: nn.Module, ds: ImageSet,
         asr = trigger_asr(model, ds, xs[k], tgt, result.trigger_shape, result.location, images, seed, device=device)  # (n,)
         r = dict(target=tgt, beta=b, valid=bool(result.keep[k]), f_mean=float(result.f_mean[k]),
                  asr_mean=float(asr.mean()), frac_asr_ge_beta=float((asr >= b).float().mean()),
-                 entropy=float(h[k]), mi=float(result.history["mi"][-1, k]))
+                 entropy=float(h[k]), alpha=float(result.history["alpha"][-1, k]))
         if original is not None:
             o = original.pattern.to(xs.device).reshape(1, -1)                  # (1, D)
             d = xs[k].flatten(1) - o                                           # (n, D)

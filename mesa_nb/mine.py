@@ -15,7 +15,7 @@ from .core import NonFiniteError, as_device, check, generator
 
 # %% auto #0
 __all__ = ['BatchedLinear', 'StatisticsNetwork', 'log_mean_exp', 'dv_bound', 'mine_loss', 'estimate_mi', 'gaussian_pairs',
-           'knn_entropy', 'uniform_plus_noise_mi']
+           'knn_entropy', 'knn_entropy_rate', 'uniform_plus_noise_mi']
 
 # %% ../nbs/04_mine.ipynb #2e5cf415
 class BatchedLinear(nn.Module):
@@ -178,6 +178,19 @@ def gaussian_pairs(n: int,                  # samples per problem
     return x, z, -d / 2 * torch.log1p(-rho**2)
 
 # %% ../nbs/04_mine.ipynb #b212f925
+def _knn_log_eps(x: Tensor, k: int, eps_floor: float) -> Tensor:  # (K, n, d) -> (K, n) log k-th neighbour distance
+    n = x.shape[1]
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")       # (K, n, n); mm loses small distances
+    dist = dist + torch.diag(torch.full((n,), math.inf, device=x.device))       # a point is not its own neighbour (out of place: differentiable)
+    return dist.topk(k, dim=-1, largest=False).values[..., -1].clamp_min(eps_floor).log()
+
+
+def _kl_constant(n: int, k: int, d: int) -> float:
+    log_cd = d / 2 * math.log(math.pi) - math.lgamma(d / 2 + 1)                   # log volume of the unit d-ball
+    psi = lambda v: float(torch.special.digamma(torch.tensor(float(v), dtype=torch.float64)))
+    return psi(n) - psi(k) + log_cd
+
+
 def knn_entropy(x: Tensor,                 # samples: (n, d) or (K, n, d) for K sets side by side
                 k: int = 3,                # which neighbour's distance to use
                 eps_floor: float = 1e-12,  # distances below this (coincident points) are clamped to it
@@ -188,15 +201,18 @@ def knn_entropy(x: Tensor,                 # samples: (n, d) or (K, n, d) for K 
     n, d = x.shape[1], x.shape[2]
     check(n > k >= 1, f"knn_entropy needs more samples than k (and k >= 1); got n={n}, k={k}: pass more samples")
     check(bool(torch.isfinite(x).all()), "knn_entropy: x contains NaN or infinite values: drop those samples first")
-    def kth(xi):                                                          # one model at a time: memory n^2, not K n^2
-        dist = torch.cdist(xi, xi, compute_mode="donot_use_mm_for_euclid_dist")  # (n, n); the mm shortcut loses small distances
-        dist.fill_diagonal_(float("inf"))                                 # a point is not its own neighbour
-        return dist.topk(k, dim=-1, largest=False).values[:, -1]          # (n,)
-    eps = torch.stack([kth(xi) for xi in x]).clamp_min(eps_floor)        # (K, n)
-    log_cd = d / 2 * math.log(math.pi) - math.lgamma(d / 2 + 1)          # log volume of the unit d-ball
-    psi = lambda v: float(torch.special.digamma(torch.tensor(float(v), dtype=torch.float64)))
-    h = psi(n) - psi(k) + log_cd + d * eps.log().mean(-1)              # (K,)
+    eps = torch.cat([_knn_log_eps(x[i:i + 1], k, eps_floor) for i in range(len(x))])   # one set at a time: memory n^2, not K n^2
+    h = _kl_constant(n, k, d) + d * eps.mean(-1)                                      # (K,)
     return h[0] if flat else h
+
+
+def knn_entropy_rate(x: Tensor,            # a training batch of K models side by side: (K, B, d)
+                     k: int = 3,
+                     eps_floor: float = 1e-6,  # coincident samples get this distance (a bounded, not an infinite, push)
+                     ) -> Tensor:
+    "Differentiable k-NN entropy of each model's batch per dimension (nats / d), (K,): the entropy term a generator maximizes."
+    n, d = x.shape[1], x.shape[2]
+    return _kl_constant(n, k, d) / d + _knn_log_eps(x, k, eps_floor).mean(-1)
 
 # %% ../nbs/04_mine.ipynb #e3fe858e
 def uniform_plus_noise_mi(c: float,         # scale of the map X = cZ + sigma*eps, Z ~ U(0, 1)

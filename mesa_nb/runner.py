@@ -258,6 +258,8 @@ def parser() -> argparse.ArgumentParser:
     dfd.add_argument("--trigger-size", type=int, default=3)
     dfd.add_argument("--detect-steps", type=int, default=None); dfd.add_argument("--search-steps", type=int, default=None)
     dfd.add_argument("--batch", type=int, default=128); dfd.add_argument("--alpha", type=float, default=0.1)
+    dfd.add_argument("--objective", default="maxent", choices=["maxent", "paper"],
+                     help="search objective: maxent (k-NN entropy, adapted alpha; default) or paper (MINE, fixed alpha, as published)")
     dfd.add_argument("--threshold", type=float, default=0.5)
     dfd.add_argument("--betas", type=float, nargs="+", default=[0.5, 0.8, 0.9], help="the β ladder (default: 0.5 0.8 0.9)")
     dfd.add_argument("--ensemble", default="uniform", choices=["uniform", "schedule", "entropy"], help="ensemble weights over the β levels")
@@ -290,7 +292,7 @@ def _defend_cli(args) -> int:
         x, y, n_cls, mean, std = ds.images, ds.labels, ds.num_classes, args.mean or ds.mean, args.std or ds.std
     model = load_user_model(args.model, args.weights, device)
     recipe = Retrain(ratio=args.retrain_ratio, epochs=args.retrain_epochs, lr=args.retrain_lr, batch_size=args.retrain_batch_size)
-    report, repaired = defend(model, x, y, n_cls, mean, std, trigger_size=args.trigger_size, betas=args.betas, alpha=args.alpha,
+    report, repaired = defend(model, x, y, n_cls, mean, std, trigger_size=args.trigger_size, betas=args.betas, alpha=args.alpha, objective=args.objective,
                               threshold=args.threshold, detect_steps=args.detect_steps, search_steps=args.search_steps, batch=args.batch,
                               recipe=recipe, classes=args.classes, ensemble=args.ensemble, seed=args.seed, device=device)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)

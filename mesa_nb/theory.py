@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .core import NonFiniteError, as_device, check, generator
-from .mine import BatchedLinear, StatisticsNetwork, dv_bound, knn_entropy, mine_loss
+from .mine import BatchedLinear, StatisticsNetwork, dv_bound, knn_entropy, knn_entropy_rate, mine_loss
 
 # %% auto #0
 __all__ = ['check_levels', 'levels', 'Bumps', 'box_grid', 'staircase', 'exact_submodels', 'mixture_weights', 'BatchedBatchNorm',
@@ -162,12 +162,13 @@ class TriggerGenerator(nn.Module):
 
 # %% ../nbs/05_mesa_theory.ipynb #59c2201c
 class SubModels(nn.Module):
-    "K MESA sub-models (generator + MINE critic each) trained side by side on one test function."
-    TERMS = ("test function F", "critic output T(x, z)", "generator loss", "critic loss")
+    "K MESA sub-models (a generator each, and a MINE critic when the entropy term is MINE's) trained side by side on one test function."
+    TERMS = ("test function F", "entropy term", "generator loss", "critic loss")
+    ENTROPIES = ("mine", "knn")
 
     def __init__(self, dim: int,                     # size of a sample (27 for a 3x3x3 trigger)
                  beta,                               # level of each sub-model, in (0, 1): (K,)
-                 alpha=0.1,                          # entropy weight, >= 0: a float or one per sub-model (K,)
+                 alpha=0.1,                          # entropy weight, >= 0: a float or one per sub-model (K,); with `slack`, its start
                  noise_dim: int = 64,                # generator noise size
                  hidden: int = 512,                  # generator width
                  critic_hidden: int = 512,           # statistics-network width
@@ -177,7 +178,11 @@ class SubModels(nn.Module):
                  critic_lr: float | None = None,     # Adam learning rate of the critics (default: lr)
                  betas: tuple = (0.5, 0.999),        # Adam betas (authors' code)
                  seed: int = 0,                      # seeds weights and noise
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None,
+                 entropy: str = "mine",              # entropy term: 'mine' (the paper's DV bound, nats) or 'knn' (k-NN, nats per dimension)
+                 slack: float | None = None,         # None: fixed alpha (the paper). Else alpha is a Lagrange multiplier holding the mean hinge at `slack`
+                 alpha_lr: float = 0.02,             # with `slack`: largest change of log(alpha) per step
+                 critic_steps: int = 1):             # MINE critic updates per generator step
         super().__init__()
         dev = as_device(device)
         beta = check_levels(beta)
@@ -187,43 +192,76 @@ class SubModels(nn.Module):
         check(bool((alpha >= 0).all() & torch.isfinite(alpha).all()),
               f"alpha must be finite and >= 0; got {alpha.tolist()}: alpha = 0 disables the entropy term (the paper uses 0.1)")
         check(0 < rate <= 1, f"MINE moving-average rate must be in (0, 1]; got {rate}")
+        check(entropy in self.ENTROPIES, f"unknown entropy term {entropy!r}: use one of {self.ENTROPIES}")
+        check(slack is None or 0 < slack < 1, f"slack (the mean hinge the adapted alpha holds) must be in (0, 1), or None for a fixed alpha; got {slack}")
+        check(slack is None or bool((alpha > 0).all()), "an adapted alpha must start above 0: pass alpha > 0 with slack, or slack=None for alpha = 0")
+        check(alpha_lr > 0 and int(critic_steps) >= 1, f"alpha_lr must be > 0 and critic_steps >= 1; got {alpha_lr}, {critic_steps}")
         init = generator(seed)
         self.gen = TriggerGenerator(dim, noise_dim, hidden, k, noise, generator=init)
-        self.critic = StatisticsNetwork(dim, noise_dim, critic_hidden, k, generator=init)
+        self.critic = StatisticsNetwork(dim, noise_dim, critic_hidden, k, generator=init) if entropy == "mine" else None
         self.register_buffer("beta", beta)
         self.register_buffer("alpha", alpha.expand(k).clone())
+        self.register_buffer("reached", torch.zeros(k, dtype=torch.bool))   # has the batch's mean hinge been <= slack yet
         self.register_buffer("log_ema", torch.zeros(k))
         self.register_buffer("nonfinite", torch.zeros(len(self.TERMS), k, dtype=torch.bool))
         self.to(dev)
         self.k, self.dim, self.rate, self.steps, self.checked = k, dim, rate, 0, 0
+        self.entropy, self.slack, self.alpha_lr, self.critic_steps = entropy, slack, alpha_lr, int(critic_steps)
         self.rng = generator(seed + 1, dev)
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=betas)
-        self.opt_t = torch.optim.Adam(self.critic.parameters(), lr=critic_lr or lr, betas=betas)
+        self.opt_t = torch.optim.Adam(self.critic.parameters(), lr=critic_lr or lr, betas=betas) if self.critic else None
+
+    def _critic_step(self, x: Tensor, z: Tensor) -> Tensor:
+        "One more MINE update of the critics on detached samples and fresh marginal noise; the critic loss (K,)."
+        tj, tm = self.critic(x, z), self.critic(x, self.gen.sample_noise(x.shape[1], self.rng))
+        loss_t, _, log_ema = mine_loss(tj, tm, self.log_ema, self.rate)
+        self.opt_t.zero_grad(set_to_none=True); loss_t.sum().backward(); self.opt_t.step()
+        self.log_ema.copy_(log_ema)
+        return loss_t.detach()
 
     def step(self, F: Callable[[Tensor], Tensor],  # differentiable test function: (K, B, dim) -> (K, B) in [0, 1]
              batch: int = 128,                     # samples per sub-model
              ) -> dict[str, Tensor]:
-        "One generator step then one critic step for all K sub-models; returns detached (K,) hinge, mi and f_mean."
+        "One generator step (then the critics' steps) for all K sub-models; returns detached (K,) hinge, entropy, f_mean and alpha."
         self.gen.train()
-        z, z2 = self.gen.sample_noise(batch, self.rng), self.gen.sample_noise(batch, self.rng)  # (K, B, nz) each
+        z = self.gen.sample_noise(batch, self.rng)                        # (K, B, nz)
         x = self.gen(z)                                                   # (K, B, dim)
         f = F(x)                                                          # (K, B)
         check(f.shape == x.shape[:2], f"the test function must map (K, B, dim) = {tuple(x.shape)} to (K, B); got {tuple(f.shape)}")
         hinge = torch.relu(self.beta[:, None] - f).mean(-1)               # (K,)
-        tj, tm = self.critic(x, z), self.critic(x, z2)                    # (K, B) each: one critic pass serves both losses
-        mi = dv_bound(tj, tm)                                             # (K,)
-        loss_g = hinge - self.alpha * mi                                  # (K,)
-        loss_t, _, log_ema = mine_loss(tj, tm, None if self.steps == 0 else self.log_ema, self.rate)
-        # two gradients from one graph: the generator's loss w.r.t. the generator only, MINE's w.r.t. the critic only
-        gp, cp = list(self.gen.parameters()), list(self.critic.parameters())
-        for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp, retain_graph=True)): p.grad = gr
-        for p, gr in zip(cp, torch.autograd.grad(loss_t.sum(), cp)): p.grad = gr
-        self.opt_g.step(); self.opt_t.step()
-        self.log_ema.copy_(log_ema)
-        self.nonfinite |= ~torch.stack([torch.isfinite(f).all(-1), torch.isfinite(torch.cat([tj, tm], -1)).all(-1),
-                                        torch.isfinite(loss_g), torch.isfinite(loss_t)])
+        gp = list(self.gen.parameters())
+        if self.critic is None:                                           # k-NN entropy: no critic to train
+            ent = knn_entropy_rate(x)                                     # (K,) nats per dimension
+            loss_g = hinge - self.alpha * ent
+            for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp)): p.grad = gr
+            self.opt_g.step()
+            finite_t, loss_t = torch.isfinite(ent), torch.zeros_like(ent)
+        else:
+            z2 = self.gen.sample_noise(batch, self.rng)
+            tj, tm = self.critic(x, z), self.critic(x, z2)                # (K, B) each: one critic pass serves both losses
+            ent = dv_bound(tj, tm)                                        # (K,)
+            loss_g = hinge - self.alpha * ent                             # (K,)
+            loss_t, _, log_ema = mine_loss(tj, tm, None if self.steps == 0 else self.log_ema, self.rate)
+            # two gradients from one graph: the generator's loss w.r.t. the generator only, MINE's w.r.t. the critic only
+            cp = list(self.critic.parameters())
+            for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp, retain_graph=True)): p.grad = gr
+            for p, gr in zip(cp, torch.autograd.grad(loss_t.sum(), cp)): p.grad = gr
+            self.opt_g.step(); self.opt_t.step()
+            self.log_ema.copy_(log_ema)
+            for _ in range(self.critic_steps - 1): loss_t = self._critic_step(x.detach(), z)
+            finite_t = torch.isfinite(torch.cat([tj, tm], -1)).all(-1)
+        if self.slack is not None: self._adapt_alpha(hinge.detach())
+        self.nonfinite |= ~torch.stack([torch.isfinite(f).all(-1), finite_t, torch.isfinite(loss_g), torch.isfinite(loss_t)])
         self.steps += 1
-        return dict(hinge=hinge.detach(), mi=mi.detach(), f_mean=f.detach().mean(-1))
+        return dict(hinge=hinge.detach(), entropy=ent.detach(), f_mean=f.detach().mean(-1), alpha=self.alpha.clone())
+
+    @torch.no_grad()
+    def _adapt_alpha(self, hinge: Tensor):
+        "Dual ascent on the constraint mean hinge <= slack: alpha grows while it holds, shrinks while it does not (at a quarter of the rate until first met)."
+        self.reached |= hinge <= self.slack
+        move = ((self.slack - hinge) / self.slack).clamp(-1, 1)                  # relative violation, bounded
+        move = torch.where(self.reached, move, 0.25 * move.clamp(max=0))
+        self.alpha.mul_(torch.exp(self.alpha_lr * move)).clamp_(1e-4, 1e2)
 
     def check_finite(self):
         "Raise NonFiniteError if any loss term went NaN/inf since the last check (one host sync)."
@@ -238,14 +276,17 @@ class SubModels(nn.Module):
             steps: int,                           # training steps
             batch: int = 128,                     # samples per sub-model per step
             log_every: int = 50,                  # steps between logged values (and finiteness checks)
+            monitor: int = 0,                     # > 0: also log 'knn', the k-NN entropy (nats) of this many fresh samples
             ) -> dict[str, Tensor]:
         "Train for `steps` steps; returns the logged values, each (n_logs, K), and 'step' (n_logs,)."
         check(steps >= 1 and batch >= 2 and log_every >= 1, f"need steps >= 1, batch >= 2, log_every >= 1; got {steps}, {batch}, {log_every}")
+        check(monitor == 0 or monitor > 3, f"monitor needs more than 3 samples for the k-NN estimate (or 0 for none); got {monitor}")
         logs, at = [], []
         for s in range(steps):
             out = self.step(F, batch)
             if (s + 1) % log_every == 0 or s + 1 == steps:
-                self.check_finite(); logs.append(out); at.append(self.steps)
+                self.check_finite(); at.append(self.steps)
+                logs.append(dict(out, knn=knn_entropy(self.sample(monitor, seed=self.steps).float())) if monitor else out)
         return {"step": torch.tensor(at), **{k: torch.stack([o[k] for o in logs]).cpu() for k in logs[0]}}
 
     @torch.no_grad()

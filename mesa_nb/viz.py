@@ -131,8 +131,8 @@ def plot_detection(per_class_asr: Sequence[float], threshold: float = 0.5,
 
 def plot_training_curves(history: Mapping[str, torch.Tensor],  # 'step' (L,) and (L, K) values, as `search` logs them
                          labels: Sequence[str] | None = None,   # a name per sub-model
-                         terms: Sequence[str] = ("hinge", "mi", "f_mean")) -> Figure:
-    "One panel per logged term (hinge, MINE estimate, mean F), one line per sub-model."
+                         terms: Sequence[str] = ("hinge", "entropy", "alpha", "f_mean")) -> Figure:
+    "One panel per logged term (hinge, entropy term, alpha, mean F), one line per sub-model."
     check("step" in history, "history needs a 'step' entry (as SubModels.fit returns)")
     terms = [t for t in terms if t in history]
     check(terms, f"history has none of the terms {list(terms)}")
@@ -141,7 +141,7 @@ def plot_training_curves(history: Mapping[str, torch.Tensor],  # 'step' (L,) and
     for ax, t in zip(axs[0], terms):
         v = np.asarray(history[t]).reshape(len(step), -1)
         for k in range(v.shape[1]): ax.plot(step, v[:, k], lw=1, label=labels[k] if labels is not None else None)
-        ax.set_title({"hinge": "hinge", "mi": "MINE estimate (nats)", "f_mean": "mean F"}.get(t, t), fontsize=9); ax.set_xlabel("step")
+        ax.set_title({"hinge": "hinge", "entropy": "entropy term", "alpha": "α", "f_mean": "mean F"}.get(t, t), fontsize=9); ax.set_xlabel("step")
     if labels is not None: axs[0, -1].legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -88,3 +88,48 @@ def test_search_finds_the_backdoor(backdoored, digits):
     assert asr[0] >= 0.8 and asr[0] > asr[1] + 0.6, asr
     pats, _ = det.ensemble_sample(32, target=0)
     assert trigger_asr(backdoored, eval_ds, pats, 0, images=32).mean() >= 0.8
+
+
+def test_unreachable_level_is_dropped_with_reason(backdoored, digits):
+    res = search(backdoored, digits[0], 3, betas=(0.9,), **TINY)            # a clean class cannot reach 0.9 in two steps
+    assert not bool(res.keep[0])
+    assert "no batch of its triggers met the constraint in 2 steps" in res.reasons[0]
+
+
+def test_unknown_objective(digits):
+    with pytest.raises(MesaError, match="unknown search objective 'bogus'"):
+        search(build_model("smallcnn"), digits[0], 0, objective="bogus", **TINY)
+
+
+@pytest.fixture(scope="module")
+def quick_backdoored():
+    "The `quick` preset's model: a full-width SmallCNN, 15 clean + 15 poisoned epochs, trigger 170 -> class 0 (about 15 s)."
+    seed_everything(0)
+    train = load_digits("train")
+    m = build_model("smallcnn")
+    fit(m, train, epochs=15, lr=0.05, device="cpu")
+    backdoor(m, train, canonical_trigger(170, 0), ratio=0.1, epochs=15, lr=0.02, schedule="onecycle", device="cpu")
+    return m
+
+
+def test_default_objective_gives_a_staircase(quick_backdoored, digits):
+    "At the defaults each level is valid and spread, entropy falls with beta, and the low level's triggers are weaker."
+    from mesa_nb.mine import knn_entropy
+    pool, held = digits
+    res = search(quick_backdoored, pool, 0, betas=(0.5, 0.8, 0.9), steps=300, batch=32, device="cpu")
+    assert res.keep.all(), res.reasons
+    xs = res.sample(1000, seed=1)                                              # (3, 1000, 3, 3, 3)
+    asr = torch.stack([trigger_asr(quick_backdoored, held, xs[k, :128], 0, images=64) for k in range(3)])   # (3, 128)
+    for k, b in enumerate((0.5, 0.8, 0.9)):
+        assert asr[k].mean() >= b and (asr[k] >= b - 0.1).float().mean() >= 0.8, (b, asr[k].mean())
+    h = knn_entropy(xs.flatten(2))
+    assert h[0] > h[1] > h[2], h
+    assert len({tuple(r) for r in (xs[0] > 0.5).flatten(1).int().tolist()}) >= 100        # >= 10 % distinct at beta 0.5
+    assert asr[0].mean() <= asr[2].mean() - 0.1
+
+
+def test_paper_objective_collapses(quick_backdoored, digits):
+    "Algorithm 2 as published (MINE, alpha 0.1 fixed, one image per trigger) stays on a handful of patterns: the reason for the default."
+    res = search(quick_backdoored, digits[0], 0, betas=(0.5,), objective="paper", steps=150, batch=32, device="cpu")
+    xs = res.sample(1000, seed=1)[0]
+    assert len({tuple(r) for r in (xs > 0.5).flatten(1).int().tolist()}) <= 100

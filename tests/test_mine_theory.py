@@ -55,7 +55,7 @@ def test_alpha_count_mismatch():
 
 def test_alpha_zero_allowed():
     out = tiny(alpha=0.0).step(lambda x: x[..., 0], batch=4)
-    assert out["mi"].shape == (1,)
+    assert out["entropy"].shape == (1,)
 
 
 # ---- empty batches and shapes ----------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_nan_critic_output_in_submodels():
     sm = tiny()
     with torch.no_grad(): sm.critic.l3.bias.fill_(float("nan"))
     sm.step(lambda x: x[..., 0], batch=4)                                  # no sync, no error inside the step
-    with pytest.raises(NonFiniteError, match=r"critic output T\(x, z\) became NaN or infinite between steps 1 and 1"):
+    with pytest.raises(NonFiniteError, match=r"entropy term became NaN or infinite between steps 1 and 1"):
         sm.check_finite()
 
 
