@@ -22,7 +22,7 @@ import torch
 
 # %% auto #0
 __all__ = ['MesaError', 'NonFiniteError', 'check', 'default_device', 'as_device', 'set_device', 'seed_everything', 'generator',
-           'atomic_path', 'write_text', 'write_json', 'read_json', 'environment', 'RunDir']
+           'atomic_path', 'write_text', 'write_json', 'read_json', 'environment', 'RunDir', 'RunBusy', 'run_lock']
 
 # %% ../nbs/00_core.ipynb #0e5eb8f3
 class MesaError(ValueError):
@@ -183,3 +183,24 @@ class RunDir:
     @property
     def done(self) -> bool: return (self.path/"metrics.json").is_file()
     def __repr__(self): return f"RunDir({str(self.path)!r}, done={self.done})"
+
+
+class RunBusy(MesaError):
+    "Another process owns this run folder right now."
+
+
+@contextmanager
+def run_lock(path: str | os.PathLike):       # the run folder (created if missing)
+    "Own the run folder `path` while the block runs: an OS lock on `path/.lock` that dies with its process; `RunBusy` when another holds it."
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    try: import fcntl
+    except ImportError: yield; return                    # no flock (Windows): unlocked
+    f = open(path/".lock", "a+")
+    try:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0); pid = f.read().strip() or "?"
+            raise RunBusy(f"{path} is being run by another process (pid {pid}): wait for it to finish, or use another output folder") from None
+        f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+        yield
+    finally: f.close()                                   # closing releases the lock; so does the process dying

@@ -78,6 +78,8 @@ class Retrain:
     batch_size: int = 128
     schedule: str = "constant"
     weight_decay: float = 5e-4
+    nesterov: bool = True        # Nesterov momentum (the paper: plain momentum)
+    augmentation: bool = True    # random crop + flip (the paper: none)
     location: str = "random"
 
     def __post_init__(self):
@@ -95,7 +97,8 @@ def unlearn(model: nn.Module,               # the suspect model; a repaired copy
     repaired = copy.deepcopy(model)
     transform = None if sampler is None else Unlearn(sampler, recipe.ratio, recipe.location)
     fit(repaired, ds, epochs=recipe.epochs, lr=recipe.lr, momentum=recipe.momentum, batch_size=recipe.batch_size,
-        schedule=recipe.schedule, weight_decay=recipe.weight_decay, transform=transform, device=device)
+        schedule=recipe.schedule, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, augmentation=recipe.augmentation,
+        transform=transform, device=device)
     return repaired
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -21,8 +22,8 @@ from .core import RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
 from .defense import Retrain, baseline_defense, defend, evaluate, ideal_defense
 from .mesa import as_objective, check_ensemble
-from .models import MODELS, build_model, fit, load_model, save_model
-from .threat import LOCATIONS, backdoor, parse_trigger
+from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
+from .threat import LOCATIONS, backdoor, parse_trigger, trigger_spec
 from .viz import embed, plot_detection, plot_embedding, plot_training_curves, plot_trigger_grid, save_figures
 
 # %% auto #0
@@ -31,6 +32,23 @@ __all__ = ['CLASSES', 'PRESETS', 'CLEAN_FIELDS', 'MACHINE_FIELDS', 'RunConfig', 
 
 # %% ../nbs/09_experiment.ipynb #3286f7a8
 CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+
+
+def _finite(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _count(lo: int): return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+_VALID = [   # (settings, test, what a valid value is): every number is checked here, before any work
+    (("ratio", "retrain_ratio"), lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    (("threshold",), lambda v: _finite(v) and 0 <= v <= 1, "a mean ASR in [0, 1]"),
+    (("label_smoothing",), lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
+    (("clean_lr", "attack_lr", "retrain_lr"), lambda v: _finite(v) and v > 0, "a learning rate > 0"),
+    (("alpha", "weight_decay"), lambda v: _finite(v) and v >= 0, "a number >= 0"),
+    (("seed", "clean_epochs", "attack_epochs", "baseline_runs"), _count(0), "an integer >= 0"),
+    (("clean_batch_size", "attack_batch_size", "retrain_batch_size", "retrain_epochs", "reverse_epochs", "search_batch", "bank",
+      "check_triggers", "check_images"), _count(1), "an integer >= 1"),
+    (("detect_steps", "search_steps"), lambda v: v is None or _count(1)(v), "an integer >= 1 (or None: 10 epochs)"),
+]
 
 
 @dataclass
@@ -43,63 +61,66 @@ class RunConfig:
     trigger: str = "170"             # a canonical id, "color:SEED", or "none" for a clean control
     target: int = 0                  # the attacked class
     location: str = "random"         # stamping rule: "random" (per image), "batch" or "corner"
-    seed: int = 0
-    device: str | None = None        # default: CUDA if present, else CPU
+    seed: int = 0                    # seeds the clean model, the attack, the defender's split and every search
+    device: str | None = None        # "cpu", "cuda" or "cuda:N" (default: CUDA if present, else CPU)
     out_dir: str | None = None       # experiment folder; the run writes <out_dir>/<run name>/ (None: a temporary one)
     save_models: bool = True         # keep backdoored.safetensors and repaired.safetensors in the run folder
-    # clean training (the attacker's data)
-    clean_epochs: int = 3
-    clean_lr: float = 0.05
-    clean_batch_size: int = 128
-    label_smoothing: float = 0.0
-    # poisoned fine-tuning
-    ratio: float = 0.1               # poison ratio r
-    attack_epochs: int = 3
-    attack_lr: float = 0.02
-    attack_schedule: str = "onecycle"  # "onecycle", "cosine" or "constant" (the paper's)
-    attack_batch_size: int = 128
-    # MESA (the defender's data: the test split, 80 % search/retraining, 20 % held out)
+    clean_epochs: int = 3            # clean training on the attacker's 50K (digits: 1,000) images: epochs
+    clean_lr: float = 0.05           # clean training: peak learning rate (one-cycle)
+    clean_batch_size: int = 128      # clean training: batch size
+    label_smoothing: float = 0.0     # clean training: label smoothing
+    ratio: float = 0.1               # poisoned fine-tuning: poison ratio r
+    attack_epochs: int = 3           # poisoned fine-tuning: epochs
+    attack_lr: float = 0.02          # poisoned fine-tuning: (peak) learning rate
+    attack_schedule: str = "onecycle"  # poisoned fine-tuning: "onecycle", "cosine" or "constant" (the paper's)
+    attack_batch_size: int = 128     # poisoned fine-tuning: batch size
+    weight_decay: float = 5e-4       # SGD weight decay in poisoned fine-tuning and retraining (the paper: 0)
+    nesterov: bool = True            # Nesterov momentum in poisoned fine-tuning and retraining (the paper: plain)
+    augmentation: bool = True        # random crop + flip in poisoned fine-tuning and retraining (the paper: none)
     objective: str = "maxent"        # search objective: "maxent" (k-NN entropy, adapted alpha, 4 images per trigger) or "paper" (MINE, fixed alpha)
     alpha: float = 0.1               # entropy weight (with "maxent": its starting value, then adapted)
-    betas: list = field(default_factory=lambda: [0.5, 0.8, 0.9])
-    threshold: float = 0.5           # detection: flag a class above this mean ASR
-    detect_steps: int | None = 20    # detection search steps (None: 10 epochs over the search images)
-    search_steps: int | None = 20    # per-beta search steps for the target (None: 10 epochs)
-    search_batch: int = 32
+    betas: list = field(default_factory=lambda: [0.5, 0.8, 0.9])  # MESA's levels in (0, 1), one sub-model each
+    threshold: float = 0.5           # detection: flag a class whose triggers' mean ASR is above this
+    detect_steps: int | None = 20    # detection: search steps per class (None: 10 epochs over the search images)
+    search_steps: int | None = 20    # search steps per level for the flagged class (None: 10 epochs)
+    search_batch: int = 32           # triggers per sub-model per search step
     bank: int = 512                  # pre-sampled triggers per retraining candidate
     check_triggers: int = 16         # generated triggers whose ASR is measured (per class, per candidate)
-    check_images: int = 16           # images each is stamped on
+    check_images: int = 16           # images each of them is stamped on
     ensemble: str = "uniform"        # ensemble weights: "uniform", "schedule" (supplement) or "entropy"
-    # retraining, shared by MESA, baseline and ideal
-    retrain_ratio: float = 0.05
-    retrain_epochs: int = 1
-    retrain_lr: float = 0.01
-    retrain_batch_size: int = 64
-    # the single-trigger baseline
-    baseline_runs: int = 2
-    reverse_epochs: int = 1
+    retrain_ratio: float = 0.05      # retraining (shared by MESA, baseline and ideal): stamping ratio r
+    retrain_epochs: int = 1          # retraining: epochs
+    retrain_lr: float = 0.01         # retraining: learning rate
+    retrain_batch_size: int = 64     # retraining: batch size
+    baseline_runs: int = 2           # single-trigger baseline: independent reversals
+    reverse_epochs: int = 1          # single-trigger baseline: epochs of each reversal
 
     def __post_init__(self):
+        for names, ok, what in _VALID:
+            for k in names:
+                v = getattr(self, k)
+                check(ok(v), f"setting {k} (--{k.replace('_', '-')}) must be {what}; got {v!r}")
         check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}: use one of {DATASETS}")
         check(self.model in MODELS, f"unknown model {self.model!r}: use one of {sorted(MODELS)}")
         check(self.location in LOCATIONS, f"unknown location {self.location!r}: use one of {LOCATIONS}")
-        check(0 <= self.ratio <= 1, f"poison ratio must be in [0, 1]; got {self.ratio}")
+        check(self.attack_schedule in SCHEDULES, f"unknown attack_schedule {self.attack_schedule!r}: use one of {SCHEDULES}")
         check(0 <= self.target < CLASSES[self.dataset], f"target class {self.target} is outside the label range [0, {CLASSES[self.dataset]}) of {self.dataset}")
         self.data_dir, self.device, self.out_dir = (str(v) if v not in (None, "") else None for v in (self.data_dir, self.device, self.out_dir))
         if self.device: as_device(self.device)               # an unknown device fails here
-        check(min(self.clean_epochs, self.attack_epochs) >= 0, "epochs must be >= 0")
-        check(self.baseline_runs >= 0, f"baseline_runs must be >= 0; got {self.baseline_runs}")
         self.betas = [float(b) for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas])]
+        check(self.betas and all(0 < b < 1 for b in self.betas), f"setting betas (--betas) must be levels in (0, 1); got {self.betas}")
+        check(len(set(self.betas)) == len(self.betas), f"setting betas (--betas) repeats a level: {self.betas}")
         check_ensemble(self.ensemble, self.betas)            # a schedule over other betas fails here, not mid-run
         as_objective(self.objective)                         # an unknown objective fails here
         parse_trigger(self.trigger, self.target)             # an unknown trigger fails here, before any work
+        self.trigger = trigger_spec(self.trigger)            # one run, one name: 0170, +170 and canonical:170 are "170"
         self.recipe                                          # and so does a bad retraining setting
 
     @property
     def recipe(self) -> Retrain:
         "The retraining recipe shared by every defense in the run."
-        return Retrain(ratio=self.retrain_ratio, epochs=self.retrain_epochs, lr=self.retrain_lr,
-                       batch_size=self.retrain_batch_size, location=self.location)
+        return Retrain(ratio=self.retrain_ratio, epochs=self.retrain_epochs, lr=self.retrain_lr, batch_size=self.retrain_batch_size,
+                       weight_decay=self.weight_decay, nesterov=self.nesterov, augmentation=self.augmentation, location=self.location)
 
 
 PRESETS = {
@@ -110,7 +131,8 @@ PRESETS = {
                 detect_steps=200, search_steps=300, search_batch=32, bank=2048, check_triggers=32, check_images=64,
                 retrain_epochs=2, retrain_lr=0.003, retrain_batch_size=128, baseline_runs=3, reverse_epochs=2),
     "paper": dict(dataset="cifar10", model="resnet18", clean_epochs=40, clean_lr=0.1,
-                  ratio=0.01, attack_epochs=10, attack_lr=1e-3, attack_schedule="constant", objective="paper",
+                  ratio=0.01, attack_epochs=10, attack_lr=1e-3, attack_schedule="constant", weight_decay=0.0, nesterov=False,
+                  augmentation=False, objective="paper",
                   detect_steps=3125, search_steps=3125, search_batch=128, bank=4096, check_triggers=128, check_images=128,
                   retrain_ratio=0.01, retrain_epochs=10, retrain_lr=1e-3, retrain_batch_size=128,
                   baseline_runs=10, reverse_epochs=5),
@@ -146,6 +168,7 @@ def finished(run_dir: str | Path, cfg: RunConfig) -> dict | None:
     run_dir = Path(run_dir)
     if not (run_dir/"metrics.json").is_file(): return None
     had = read_json(run_dir/"config.json") if (run_dir/"config.json").is_file() else {}
+    had = {**{f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}, **had}   # a setting added since: its default then
     want = settings(cfg)
     diff = sorted(k for k in want if had.get(k) != want[k])
     check(not diff, f"{run_dir} holds a finished run with other settings ({', '.join(f'{k}: {had.get(k)!r} there, {want[k]!r} now' for k in diff)}); "
@@ -229,7 +252,8 @@ class Run:
             attacked = copy.deepcopy(model)
             seed_everything(cfg.seed)
             hist = backdoor(attacked, self.train, self.trigger, ratio=cfg.ratio, epochs=cfg.attack_epochs, lr=cfg.attack_lr,
-                            schedule=cfg.attack_schedule, batch_size=cfg.attack_batch_size, location=cfg.location, device=self.device)
+                            schedule=cfg.attack_schedule, batch_size=cfg.attack_batch_size, location=cfg.location, weight_decay=cfg.weight_decay,
+                            nesterov=cfg.nesterov, augmentation=cfg.augmentation, device=self.device)
         self.record["attack"] = dict(self._evaluate(attacked), final_loss=hist[-1]["loss"] if hist else None)
         if cfg.save_models: save_model(attacked, self.path/"backdoored.safetensors", trigger=self.trigger.name, target=cfg.target)
         self.models["attacked"] = attacked

@@ -21,8 +21,8 @@ from .core import MesaError, NonFiniteError, as_device, atomic_path, check
 from .data import ImageSet, augment, batches, normalize, to_float
 
 # %% auto #0
-__all__ = ['MODELS', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'prepare', 'forward', 'fit',
-           'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights', 'load_model']
+__all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'prepare',
+           'forward', 'fit', 'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights', 'load_model']
 
 # %% ../nbs/02_models.ipynb #325552fa
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -94,8 +94,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 # %% ../nbs/02_models.ipynb #eb5a4042
+SCHEDULES = ("onecycle", "cosine", "constant")   # learning-rate schedules of `fit`
+
+
 def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
-    check(name in ("onecycle", "cosine", "constant"), f"unknown schedule {name!r}: use 'onecycle', 'cosine' or 'constant'")
+    check(name in SCHEDULES, f"unknown schedule {name!r}: use one of {SCHEDULES}")
     warm = max(1, int(0.15 * total_steps))
     if name == "onecycle": return lambda s: (s + 1) / warm if s < warm else max(0.0, (total_steps - s) / max(1, total_steps - warm))
     if name == "cosine": return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
@@ -122,6 +125,7 @@ def fit(model: nn.Module,
         lr: float = 0.05,                  # peak learning rate
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        nesterov: bool = True,             # Nesterov momentum (when momentum > 0)
         batch_size: int = 128,
         schedule: str = "onecycle",        # "onecycle", "cosine" or "constant"
         label_smoothing: float = 0.0,
@@ -139,7 +143,7 @@ def fit(model: nn.Module,
     ds = ds.to(device)
     steps_per_epoch = len(ds) // batch_size if len(ds) >= batch_size else 1
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum,
-                          weight_decay=weight_decay, nesterov=momentum > 0)
+                          weight_decay=weight_decay, nesterov=nesterov and momentum > 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(schedule, max(1, epochs * steps_per_epoch)))
     history = []
     for epoch in range(epochs):

@@ -11,13 +11,16 @@ import importlib
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
+import uuid
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
+from fastcore.docments import docments
 
-from .core import MesaError, as_device, check, read_json, write_json
+from .core import MesaError, RunBusy, as_device, check, read_json, run_lock, write_json
 from .data import find_dataset_dir, load_dataset
 from .experiment import PRESETS, RunConfig, clean_model, clean_path, finished, make_config, run_name
 from .report import collect, run_table, summary_table, write_report
@@ -49,6 +52,24 @@ def check_data(cfg: RunConfig):
     if cfg.dataset != "digits": find_dataset_dir(cfg.dataset, cfg.data_dir)
 
 
+def _kernel_manager():
+    "Papermill's kernel reached over local IPC sockets (no TCP port to eavesdrop on, so no warning), or TCP where a socket path would be too long."
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import default
+    if os.name == "nt" or len(jupyter_runtime_dir()) > 60: return AsyncKernelManager   # sockets are <runtime dir>/mesa-nb-<12 hex>-ipc-<port>, at most 107 bytes
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self): return "ipc"
+
+        @default("ip")   # jupyter_client's default, "kernel-ipc" in the working directory, is shared by parallel runs
+        def _default_ip(self):
+            (d := Path(jupyter_runtime_dir())).mkdir(parents=True, exist_ok=True)
+            return str(d/f"mesa-nb-{uuid.uuid4().hex[:12]}-ipc")
+    return IPCKernelManager
+
+
 def execute(cfg: RunConfig, notebook: str | Path | None = None, timeout: float | None = None) -> tuple[str, dict]:
     "Run the experiment notebook for `cfg` into its run folder: ('done' | 'skipped' | 'failed', record or {'error': ...})."
     import papermill as pm
@@ -56,17 +77,22 @@ def execute(cfg: RunConfig, notebook: str | Path | None = None, timeout: float |
     run_dir = Path(cfg.out_dir)/run_name(cfg)
     rec = finished(run_dir, cfg)
     if rec is not None: return "skipped", rec
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir/"failed.json").unlink(missing_ok=True)
-    t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook or template("run")), str(run_dir/"run.ipynb"), parameters=asdict(cfg),
-                            kernel_name="python3", language="python", progress_bar=False, execution_timeout=timeout, cwd=str(Path.cwd()))
-    except Exception as e:                                      # the notebook's error, recorded; the batch goes on
-        info = dict(error=_one_line(e), seconds=time.perf_counter() - t0, settings=asdict(cfg), notebook=str(run_dir/"run.ipynb"))
-        write_json(run_dir/"failed.json", info)
-        return "failed", info
-    return "done", read_json(run_dir/"metrics.json")
+        with run_lock(run_dir):                                 # one process per run folder
+            rec = finished(run_dir, cfg)                        # another may have finished it meanwhile
+            if rec is not None: return "skipped", rec
+            (run_dir/"failed.json").unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            try:
+                pm.execute_notebook(str(notebook or template("run")), str(run_dir/"run.ipynb"), parameters=asdict(cfg),
+                                    kernel_name="python3", language="python", progress_bar=False, execution_timeout=timeout,
+                                    cwd=str(Path.cwd()), kernel_manager_class=_kernel_manager())
+            except Exception as e:                              # the notebook's error, recorded; the batch goes on
+                info = dict(error=_one_line(e), seconds=time.perf_counter() - t0, settings=asdict(cfg), notebook=str(run_dir/"run.ipynb"))
+                write_json(run_dir/"failed.json", info)
+                return "failed", info
+            return "done", read_json(run_dir/"metrics.json")
+    except RunBusy as e: return "busy", dict(error=str(e))
 
 # %% ../nbs/11_runner.ipynb #22031eb0
 def expand_triggers(specs) -> list[str]:
@@ -90,8 +116,17 @@ def plan(base: RunConfig, triggers=("all",), seeds=(0,)) -> list[RunConfig]:
     return [replace(base, trigger=t, seed=int(s)) for s in seeds for t in expand_triggers(triggers)]
 
 # %% ../nbs/11_runner.ipynb #b28deb98
+def _die_with(parent: int):
+    "Exit this process as soon as `parent` is gone (a worker of a killed batch must not go on starting runs)."
+    def watch():
+        while os.getppid() == parent: time.sleep(0.5)
+        os._exit(1)                                          # its papermill kernel follows: kernels poll their parent too
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
 def _init_worker(slots, threads: int):
     "Give this worker process its GPU (when several) and its share of CPU threads; papermill kernels inherit both."
+    _die_with(os.getppid())
     gpu = slots.get()
     if gpu is not None: os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
@@ -119,12 +154,12 @@ def batch(cfgs: list[RunConfig],
           engine: str = "local",             # "local" (processes) or "dask"
           scheduler: str | None = None,      # Dask scheduler address (default: a local cluster)
           progress: bool = True, log=print) -> dict:
-    "Run every config through the experiment notebook, resumably and in parallel: {'done', 'skipped', 'failed'} lists of run names."
+    "Run every config through the experiment notebook, resumably and in parallel: {'done', 'skipped', 'failed', 'busy'} lists of run names."
     check(workers >= 1, f"workers must be >= 1; got {workers}")
     check(engine in ("local", "dask"), f"unknown engine {engine!r}: use 'local' or 'dask'")
     check(len({run_name(c) + str(c.out_dir) for c in cfgs}) == len(cfgs), "two configs map to the same run folder: vary trigger, target or seed")
     notebook = str(notebook or template("run"))
-    out = dict(done=[], skipped=[], failed=[])
+    out = dict(done=[], skipped=[], failed=[], busy=[])
     todo = []
     for c in cfgs:
         (out["skipped"].append(run_name(c)) if finished(Path(c.out_dir)/run_name(c), c) is not None else todo.append(c))
@@ -138,7 +173,7 @@ def batch(cfgs: list[RunConfig],
         name = run_name(c)
         out[status].append((name, info["error"]) if status == "failed" else name)
         bar.update(1)
-        msg = f"{name}: failed: {info['error']}" if status == "failed" else \
+        msg = f"{name}: failed: {info['error']}" if status == "failed" else f"{name}: left to the process that runs it" if status == "busy" else \
               f"{name}: {status}" + (f", ASR after MESA ensemble {info['defense']['mesa']['ensemble']['asr']:.3f}" if info.get("trigger") and "asr" in info.get("defense", {}).get("mesa", {}).get("ensemble", {}) else "")
         bar.write(msg) if progress else log(msg)
 
@@ -211,13 +246,16 @@ def load_images(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 # %% ../nbs/11_runner.ipynb #492c07e9
 def _add_config_options(p: argparse.ArgumentParser, skip=()):
+    "One option per `RunConfig` field, its help the field's comment (docments)."
+    docs = docments(RunConfig)
     for f in fields(RunConfig):
         if f.name in skip or f.name == "preset": continue
         kind, flag = str(f.type).split(" ")[0], "--" + f.name.replace("_", "-")
         names = [flag, "--out"] if f.name == "out_dir" else [flag]
-        if kind == "bool": p.add_argument(*names, action=argparse.BooleanOptionalAction, default=None)
-        elif kind == "list": p.add_argument(*names, type=float, nargs="+", default=None, metavar="BETA")
-        else: p.add_argument(*names, type={"int": int, "float": float}.get(kind, str), default=None, help="(default: from the preset)")
+        help = f"{(docs.get(f.name) or '').replace('%', '%%')} (default: from the preset)"
+        if kind == "bool": p.add_argument(*names, action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif kind == "list": p.add_argument(*names, type=float, nargs="+", default=None, metavar="BETA", help=help)
+        else: p.add_argument(*names, type={"int": int, "float": float}.get(kind, str), default=None, help=help)
 
 
 def _config_options(args, skip=()) -> dict:
@@ -238,7 +276,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--notebook", default=None, help="the experiment notebook (default: nbs/experiments/run.ipynb)")
         if name == "batch":
             c.add_argument("--trigger", nargs="+", default=["all"], help="ids, ranges a-b, color:SEED or color:a-b, none, all (default: all)")
-            c.add_argument("--seeds", type=int, nargs="+", default=[0])
+            c.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per trigger per seed (default: 0)")
             c.add_argument("--workers", type=int, default=1, help="runs at a time (default: 1)")
             c.add_argument("--engine", default="local", help="local (processes) or dask (needs the dask extra)")
             c.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
@@ -274,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _print_run(status: str, info: dict, cfg: RunConfig) -> int:
     path = Path(cfg.out_dir)/run_name(cfg)
+    if status == "busy": raise RunBusy(info["error"])
     if status == "failed":
         print(f"mesa-nb: run failed: {info['error']} (executed notebook: {info['notebook']})", file=sys.stderr); return 1
     print(("finished earlier, not redone\n" if status == "skipped" else "") + run_table(info) + f"\n\nrun folder: {path}/ ({info['timing']['total']:.1f}s)")
@@ -330,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         check_data(base)
         t0 = time.perf_counter()
         res = batch(cfgs, args.workers, args.notebook, args.engine, args.scheduler, progress=not args.no_progress)
-        print(f"{len(res['done'])} run(s) done, {len(res['skipped'])} skipped, {len(res['failed'])} failed ({time.perf_counter() - t0:.0f}s)")
+        busy = f", {len(res['busy'])} run by another process" if res["busy"] else ""
+        print(f"{len(res['done'])} run(s) done, {len(res['skipped'])} skipped, {len(res['failed'])} failed{busy} ({time.perf_counter() - t0:.0f}s)")
         if res["done"] or res["skipped"]:
             write_report(base.out_dir); print("\n" + summary_table(collect(base.out_dir)) + f"\n\nreport: {base.out_dir}/report.md")
         for name, err in res["failed"]: print(f"failed: {name}: {err}", file=sys.stderr)

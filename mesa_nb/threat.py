@@ -16,8 +16,8 @@ from .models import fit, predict
 
 # %% auto #0
 __all__ = ['CANONICAL_IDS', 'LOCATIONS', 'Trigger', 'pattern_bits', 'pattern_number', 'orbit', 'canonical_trigger',
-           'color_trigger', 'parse_trigger', 'trigger_locations', 'stamp', 'stamp_some', 'poison', 'Poison',
-           'attack_success_rate', 'backdoor']
+           'color_trigger', 'parse_trigger', 'trigger_spec', 'trigger_locations', 'stamp', 'stamp_some', 'poison',
+           'Poison', 'attack_success_rate', 'backdoor']
 
 # %% ../nbs/03_threat.ipynb #fe1a81ce
 @dataclass
@@ -115,12 +115,19 @@ def parse_trigger(spec: str | int | None,   # "170", "color:3", "none" (or None)
     if s.startswith("color:"):
         try: seed = int(s.split(":", 1)[1])
         except ValueError: raise MesaError(f"bad trigger {spec!r}: use color:SEED with an integer seed, e.g. color:3") from None
+        check(0 <= seed < 2**63, f"bad trigger {spec!r}: the seed of color:SEED must be in [0, 2**63)")
         return color_trigger(seed, target, num_classes)
     try: id = int(s.removeprefix("canonical:"))
     except ValueError:
         raise MesaError(f"unknown trigger {spec!r}: use a canonical id (one of {CANONICAL_IDS}), color:SEED or none") from None
     check(target is not None, "a canonical trigger needs a target class")
     return canonical_trigger(id, target)
+
+
+def trigger_spec(spec: str | int | None) -> str:
+    "The one spelling of a valid trigger spec (run folders and reports key on it): '170', 'color:3' or 'none'."
+    t = parse_trigger(spec, 0, 10)
+    return "none" if t is None else (f"color:{t.id}" if t.kind == "color" else str(t.id))
 
 # %% ../nbs/03_threat.ipynb #7103d2eb
 LOCATIONS = ("random", "batch", "corner")

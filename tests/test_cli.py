@@ -56,6 +56,7 @@ def test_run_end_to_end_and_settings_guard(tmp_path):
     args = ["run", "--preset", "smoke", "--trigger", "color:3", "--device", "cpu", "--out", tmp_path]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
+    assert "without encryption" not in r.stderr                         # the kernel talks over local IPC sockets
     run = tmp_path/"digits-smallcnn-color3-t0-s0"
     rec = json.loads((run/"metrics.json").read_text())
     check_record(rec)
@@ -68,6 +69,40 @@ def test_run_end_to_end_and_settings_guard(tmp_path):
     other = run_cli(*args, "--alpha", "1")
     assert other.returncode == 2 and "finished run with other settings (alpha: 0.1 there, 1.0 now)" in other.stderr
 
+
+
+def cifar_subset(root, dest, per_file=100, test=400):
+    "A CIFAR-10 folder holding the first images of each real batch file (read with the restricted unpickler)."
+    import pickle
+    from mesa_nb.data import read_pickle
+    src, out = Path(root)/"cifar-10-batches-py", Path(dest)/"cifar-10-batches-py"
+    out.mkdir(parents=True)
+    (out/"batches.meta").write_bytes((src/"batches.meta").read_bytes())
+    for name, n in [(f"data_batch_{i}", per_file) for i in range(1, 6)] + [("test_batch", test)]:
+        d = read_pickle(src/name)
+        (out/name).write_bytes(pickle.dumps({b"data": d[b"data"][:n], b"labels": list(d[b"labels"][:n])}, protocol=2))
+    return Path(dest)
+
+
+def test_paper_preset_end_to_end_on_a_cifar_subset(cifar_root, tmp_path):
+    "The paper's protocol (ResNet-18, its objective, SGD without extras), every stage, on 500 + 400 real images and tiny step counts."
+    data = cifar_subset(cifar_root, tmp_path/"data")
+    tiny = ["--clean-epochs", "1", "--attack-epochs", "1", "--detect-steps", "2", "--search-steps", "2", "--search-batch", "16",
+            "--bank", "64", "--check-triggers", "4", "--check-images", "8", "--retrain-epochs", "1", "--baseline-runs", "1",
+            "--reverse-epochs", "1"]
+    r = run_cli("run", "--preset", "paper", "--data-dir", data, "--device", "cpu", "--out", tmp_path/"runs", *tiny)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = tmp_path/"runs"/"cifar10-resnet18-170-t0-s0"
+    cfg = json.loads((run/"config.json").read_text())
+    assert (cfg["preset"], cfg["model"], cfg["objective"], cfg["ratio"], cfg["attack_schedule"]) == ("paper", "resnet18", "paper", 0.01, "constant")
+    assert (cfg["weight_decay"], cfg["nesterov"], cfg["augmentation"], cfg["label_smoothing"]) == (0.0, False, False, 0.0)
+    rec = json.loads((run/"metrics.json").read_text())
+    check_record(rec)
+    assert rec["model"] == "resnet18" and rec["preset"] == "paper"
+    assert set(rec["defense"]) == {"mesa", "baseline", "ideal"} and len(rec["defense"]["baseline"]["runs"]) == 1
+    assert {"attack", "detection", "mesa", "baseline", "ideal"} <= rec["timing"].keys()
+    from mesa_nb.models import load_model
+    assert type(load_model(run/"repaired.safetensors", "cpu")).__name__ == "ResNet18"
 
 def test_batch_killed_midway_resumes_with_every_run_once(tmp_path):
     exe = Path(sys.executable).with_name("mesa-nb")
@@ -202,7 +237,7 @@ def test_bad_cli_input(tmp_path):
     one_line_error(run_cli("run", "--trigger", "plus", *out), "unknown trigger 'plus'")
     one_line_error(run_cli("run", "--preset", "fast", *out), "unknown preset 'fast'")
     one_line_error(run_cli("run", "--target", "10", *out), "outside the label range [0, 10)")
-    one_line_error(run_cli("run", "--ratio", "1.5", *out), "poison ratio must be in [0, 1]")
+    one_line_error(run_cli("run", "--ratio", "1.5", *out), "setting ratio (--ratio) must be a number in [0, 1]; got 1.5")
     one_line_error(run_cli("run", "--dataset", "mnist", *out), "unknown dataset 'mnist'")
     one_line_error(run_cli("run", "--ensemble", "schedule", "--betas", "0.5", "0.9", *out), "schedule weighs betas [0.5, 0.8, 0.9]; got betas [0.5, 0.9]")
     one_line_error(run_cli("run", "--preset", "cpu", "--data-dir", tmp_path/"nothing-here", *out),
@@ -226,3 +261,102 @@ def test_batch_on_a_dask_local_cluster(tmp_path):
     assert sorted(res["done"]) == ["digits-smallcnn-170-t0-s0", "digits-smallcnn-none-t0-s0"] and res["failed"] == []
     assert all(json.loads((tmp_path/n/"metrics.json").read_text())["seed"] == 0 for n in res["done"])
     assert sorted(batch(cfgs, engine="dask", progress=False, log=lambda *a: None)["skipped"]) == sorted(res["done"])
+
+
+@pytest.mark.parametrize("cmd, args, message", [
+    ("run", ["--betas", "0"], "setting betas (--betas) must be levels in (0, 1); got [0.0]"),
+    ("run", ["--betas", "1.5"], "levels in (0, 1); got [1.5]"),
+    ("batch", ["--betas", "nan"], "levels in (0, 1); got [nan]"),
+    ("run", ["--betas", "0.8", "0.8"], "repeats a level"),
+    ("run", ["--alpha", "-1"], "setting alpha (--alpha) must be a number >= 0; got -1.0"),
+    ("run", ["--threshold", "2"], "setting threshold (--threshold) must be a mean ASR in [0, 1]"),
+    ("run", ["--search-batch", "0"], "setting search_batch (--search-batch) must be an integer >= 1; got 0"),
+    ("run", ["--attack-schedule", "bogus"], "unknown attack_schedule 'bogus'"),
+    ("run", ["--seed", "-5"], "setting seed (--seed) must be an integer >= 0; got -5"),
+    ("batch", ["--seeds", "0", "-5"], "setting seed (--seed) must be an integer >= 0; got -5"),
+    ("run", ["--check-triggers", "0"], "setting check_triggers (--check-triggers) must be an integer >= 1"),
+    ("run", ["--bank", "0"], "setting bank (--bank) must be an integer >= 1"),
+    ("run", ["--detect-steps", "0"], "setting detect_steps (--detect-steps) must be an integer >= 1"),
+    ("run", ["--retrain-lr", "inf"], "setting retrain_lr (--retrain-lr) must be a learning rate > 0"),
+    ("run", ["--label-smoothing", "1"], "setting label_smoothing (--label-smoothing) must be a number in [0, 1)"),
+    ("run", ["--weight-decay", "-0.1"], "setting weight_decay (--weight-decay) must be a number >= 0"),
+])
+def test_every_setting_is_checked_before_any_work(tmp_path, capsys, cmd, args, message):
+    from mesa_nb.runner import main
+    assert main([cmd, "--preset", "smoke", "--out", str(tmp_path/"never"), "--no-progress" if cmd == "batch" else "--save-models", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mesa-nb: error:") and message in err[0], err
+    assert not (tmp_path/"never").exists()                              # nothing made, nothing trained
+
+
+def test_run_help_explains_every_setting(capsys):
+    from mesa_nb.runner import main
+    with pytest.raises(SystemExit): main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ["--nesterov, --no-nesterov Nesterov momentum in poisoned fine-tuning and retraining",
+                 "--search-batch SEARCH_BATCH triggers per sub-model per search step", "--seed SEED seeds the clean model"]:
+        assert text in out, text
+
+
+def children(pid):
+    "The pids of a process's children (Linux /proc)."
+    out = set()
+    for f in Path(f"/proc/{pid}/task").glob("*/children"):
+        try: out |= {int(c) for c in f.read_text().split()}
+        except OSError: pass
+    return out
+
+
+def alive(pid):
+    try: return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+    except (OSError, IndexError): return False
+
+
+def cmdline(pid):
+    try: return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+    except OSError: return f"pid {pid} (gone)"
+
+
+def wait_for(cond, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if cond(): return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_one_process_per_run_folder(tmp_path):
+    exe = Path(sys.executable).with_name("mesa-nb")
+    args = ["run", "--preset", "smoke", "--device", "cpu", "--out", tmp_path]
+    first = subprocess.Popen([str(exe), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        lock = tmp_path/"digits-smallcnn-170-t0-s0"/".lock"
+        wait_for(lambda: lock.is_file() and lock.read_text().strip() == str(first.pid), 120, "the first run to take its folder")
+        second = run_cli(*args, "--alpha", "1")                       # other settings, same folder, while the first works
+        one_line_error(second, "is being run by another process", f"(pid {first.pid})")
+        out, err = first.communicate(timeout=600)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None: os.killpg(first.pid, signal.SIGKILL)
+    run = lock.parent
+    assert json.loads((run/"config.json").read_text())["alpha"] == 0.1                # one run's files, not a mix
+    assert json.loads((run/"metrics.json").read_text())["preset"] == "smoke"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_workers_die_with_a_killed_batch(tmp_path):
+    exe = Path(sys.executable).with_name("mesa-nb")
+    args = [str(exe), "batch", "--preset", "smoke", "--trigger", "0", "1", "2", "3", "5", "--workers", "2", "--device", "cpu",
+            "--out", str(tmp_path), "--no-progress"]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: list(tmp_path.glob("*/.lock")) and len(children(p.pid)) >= 2, 300, "the workers to start runs")
+        workers = children(p.pid)
+        family = workers | {k for w in workers for k in children(w)}          # the workers and their kernels
+        os.kill(p.pid, signal.SIGKILL); p.wait()                             # the driver alone
+        try: wait_for(lambda: not any(alive(q) for q in family), 90, "the workers and kernels of the killed batch to exit")
+        except AssertionError: raise AssertionError(f"still alive 90 s after the batch was killed: {[cmdline(q) for q in family if alive(q)]}")
+    finally:
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
