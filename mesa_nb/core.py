@@ -120,11 +120,14 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 
 def read_json(path: str | os.PathLike):
-    "Read a JSON file, with an error that names the file when it is missing or corrupt."
+    "Read a JSON file (no NaN or infinity, which `write_json` never writes), with an error that names the file when it is missing or corrupt."
     path = Path(path)
-    check(path.is_file(), f"{path} does not exist")
-    try: return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise MesaError(f"{path} is not valid JSON ({e}); delete it and rerun the step that writes it") from e
+    check(path.is_file(), f"{path} does not exist" + (" as a file (it is a folder)" if path.is_dir() else ""))
+    def refuse(name): raise ValueError(f"{name} is not a number JSON allows")
+    try: return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+    except OSError as e: raise MesaError(f"{path} cannot be read ({e.strerror}); check its permissions") from None
+    except (ValueError, RecursionError) as e:                   # bad JSON, NaN/Infinity, non-UTF-8, nesting too deep
+        raise MesaError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); delete it and rerun the step that writes it") from None
 
 
 def _to_builtin(o):

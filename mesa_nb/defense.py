@@ -170,6 +170,12 @@ def as_image_set(images: torch.Tensor,        # (N, C, H, W) uint8, or float pix
                  name: str = "defender") -> ImageSet:
     "The user's images and labels as an `ImageSet`."
     images, labels = torch.as_tensor(images), torch.as_tensor(labels)
+    check((mean is None) == (std is None), "give the model's normalization as both mean and std, or neither (then both come from the images)")
+    for k, v in (("mean", mean), ("std", std)):
+        check(v is None or all(math.isfinite(float(a)) for a in torch.as_tensor(v).reshape(-1)), f"{k} must be finite numbers; got {v}")
+    check(not labels.is_floating_point() or bool((labels == labels.round()).all()),
+          "labels must be class indices; got non-integer values (a float label is never rounded silently)")
+    check(not len(labels) or int(labels.min()) >= 0, f"labels must be class indices >= 0; got {int(labels.min()) if len(labels) else ''}")
     check(images.ndim == 4, f"images must be a 4-D (N, C, H, W) batch; got shape {tuple(images.shape)}")
     if images.is_floating_point():
         check(bool(torch.isfinite(images).all()) and images.min() >= 0 and images.max() <= 1,
@@ -241,6 +247,11 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     ds = as_image_set(images, labels, num_classes, mean, std)
     shape = (ds.shape[0], h, w)
     check(0 < eval_fraction < 1, f"eval_fraction must be in (0, 1); got {eval_fraction}")
+    check(0 < threshold < 1, f"threshold must be a mean ASR in (0, 1); got {threshold}")
+    check(math.isfinite(alpha) and alpha >= 0, f"alpha must be a finite number >= 0; got {alpha}")
+    check(int(batch) == batch >= 1, f"batch must be an integer >= 1; got {batch}")
+    check(1 <= h <= ds.shape[1] and 1 <= w <= ds.shape[2], f"trigger size {h}x{w} must be at least 1x1 and no larger than the {ds.shape[1]}x{ds.shape[2]} images")
+    check(classes is None or len({int(c) for c in classes}) == len(classes), f"classes to repair {list(classes or [])} repeat a class; give each once")
     search_ds, held = defender_split(ds, seed, 1 - eval_fraction)
     check(len(search_ds) >= batch, f"{len(search_ds)} search images ({1 - eval_fraction:.0%} of {len(ds)}) are fewer than one batch of {batch}: "
                                    "give more images or lower batch")

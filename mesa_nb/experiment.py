@@ -40,7 +40,7 @@ def _count(lo: int): return lambda v: isinstance(v, int) and not isinstance(v, b
 
 _VALID = [   # (settings, test, what a valid value is): every number is checked here, before any work
     (("ratio", "retrain_ratio"), lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    (("threshold",), lambda v: _finite(v) and 0 <= v <= 1, "a mean ASR in [0, 1]"),
+    (("threshold",), lambda v: _finite(v) and 0 < v < 1, "a mean ASR in (0, 1)"),
     (("label_smoothing",), lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
     (("clean_lr", "attack_lr", "retrain_lr"), lambda v: _finite(v) and v > 0, "a learning rate > 0"),
     (("alpha", "weight_decay"), lambda v: _finite(v) and v >= 0, "a number >= 0"),

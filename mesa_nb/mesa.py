@@ -166,7 +166,9 @@ ENSEMBLES = ("uniform", "schedule", "entropy")
 
 
 def check_ensemble(weights: str, betas) -> None:
-    "Refuse unknown ensemble weights, and the supplement's schedule over betas other than its own."
+    "Refuse levels outside (0, 1) or given twice, unknown ensemble weights, and the supplement's schedule over other betas."
+    bt = [round(b, 4) for b in check_levels(betas).tolist()]
+    check(len(set(bt)) == len(bt), f"betas repeat a level: {bt}; give each level once")
     check(weights in ENSEMBLES, f"unknown ensemble {weights!r}: use one of {ENSEMBLES}")
     bs = sorted(round(float(b), 4) for b in betas)
     check(weights != "schedule" or bs == sorted(SCHEDULE),

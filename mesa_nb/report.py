@@ -13,11 +13,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .core import atomic_path, check, read_json, write_text
+from .core import MesaError, atomic_path, check, read_json, write_text
 from .viz import plot_after_defense, save_figures
 
 # %% auto #0
-__all__ = ['PAPER', 'collect', 'failures', 'run_rows', 'run_table', 'summary_table', 'plot_margins', 'markdown', 'write_report']
+__all__ = ['PAPER', 'collect', 'check_record', 'failures', 'run_rows', 'run_table', 'summary_table', 'plot_margins', 'markdown',
+           'write_report']
 
 # %% ../nbs/10_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -32,15 +33,52 @@ def collect(root: str | Path) -> list[dict]:
     out = []
     for p in sorted(root.rglob("metrics.json"), key=_natural):
         rec = read_json(p)                                     # a corrupt file is an error that names it
-        check(isinstance(rec, dict) and "dataset" in rec and "detection" in rec, f"{p} is not a run record (SPEC §7): delete it or rerun that run")
+        check_record(rec, p)
         out.append(dict(rec, run=str(p.parent.relative_to(root))))
     return out
 
 
+def _num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_record(rec, path) -> None:
+    "Refuse a `metrics.json` that is not a run record (SPEC §7), naming the file and its first wrong field."
+    def need(ok, what): check(ok, f"{path} is not a run record (SPEC §7): {what}; delete it or rerun that run")
+    need(isinstance(rec, dict), f"it holds a JSON {type(rec).__name__}, not an object")
+    for k in ("dataset", "model"): need(isinstance(rec.get(k), str), f"'{k}' is missing or not text")
+    need(isinstance(rec.get("seed"), int) and not isinstance(rec["seed"], bool), "'seed' is missing or not an integer")
+    det = rec.get("detection")
+    need(isinstance(det, dict), "'detection' is missing or not an object")
+    asr = det.get("per_class_asr")
+    need(isinstance(asr, list) and len(asr) >= 2 and all(_num(a) and 0 <= a <= 1 for a in asr), "detection.per_class_asr must be 2 or more ASRs in [0, 1]")
+    need(isinstance(det.get("flagged"), list) and all(isinstance(c, int) and 0 <= c < len(asr) for c in det["flagged"]),
+         f"detection.flagged must be class indices in [0, {len(asr)})")
+    need(_num(det.get("threshold")), "detection.threshold is missing or not a number")
+    for k in ("clean", "attack"):
+        need(isinstance(rec.get(k), dict) and _num(rec[k].get("accuracy")), f"'{k}.accuracy' is missing or not a number")
+        need(rec[k].get("asr") is None or _num(rec[k]["asr"]), f"'{k}.asr' is not a number")
+    t = rec.get("trigger")
+    need(t is None or (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("target"), int) and 0 <= t["target"] < len(asr)),
+         f"'trigger' must be null (a clean control) or hold a name and a target class in [0, {len(asr)})")
+    d = rec.get("defense", {})
+    need(isinstance(d, dict), "'defense' is not an object")
+    for k, v in (d.get("mesa") or {}).items():
+        need(isinstance(v, dict) and all(v.get(m) is None or _num(v[m]) for m in ("asr", "accuracy")), f"defense.mesa.{k} needs numeric asr and accuracy")
+    b = d.get("baseline")
+    need(b is None or (isinstance(b, dict) and isinstance(b.get("runs", []), list) and all(isinstance(r, dict) and _num(r.get("accuracy")) for r in b.get("runs", []))),
+         "defense.baseline.runs must be a list of runs with a numeric accuracy")
+    need("ideal" not in d or (isinstance(d["ideal"], dict) and _num(d["ideal"].get("accuracy"))), "defense.ideal.accuracy is missing or not a number")
+
+
 def failures(root: str | Path) -> list[dict]:
     "The `failed.json` records of runs that failed and have not been redone since."
-    return [dict(read_json(p), run=str(p.parent.relative_to(root))) for p in sorted(Path(root).rglob("failed.json"), key=_natural)
-            if not (p.parent/"metrics.json").is_file()]
+    out = []
+    for p in sorted(Path(root).rglob("failed.json"), key=_natural):
+        if (p.parent/"metrics.json").is_file(): continue
+        rec = read_json(p)
+        check(isinstance(rec, dict), f"{p} is not a failure record (it holds a JSON {type(rec).__name__}): delete it and rerun that run")
+        out.append(dict(rec, run=str(p.parent.relative_to(root))))
+    return out
 
 # %% ../nbs/10_report.ipynb #59f949c1
 def _method_values(rec: dict) -> dict:
@@ -105,6 +143,9 @@ def run_table(rec: dict) -> str:
 def summary_table(records: list[dict]) -> str:
     "The SPEC §5-style Markdown summary of many runs, with the paper's CIFAR-10 figures beside."
     check(len(records) > 0, "no run records to summarize")
+    groups = sorted({(r["dataset"], r["model"]) for r in records})
+    if len(groups) > 1:                                        # never pool digits with CIFAR-10, or one model with another
+        return "\n\n".join(f"### {d} / {m}\n\n" + summary_table([r for r in records if (r["dataset"], r["model"]) == (d, m)]) for d, m in groups)
     df = run_rows(records)
     bd, ctrl = df[df.trigger != "none"], df[df.trigger == "none"]
     lines = [f"{len(bd)} backdoored run(s) and {len(ctrl)} clean control(s); "
@@ -150,15 +191,20 @@ def markdown(df: pd.DataFrame, digits: int = 3) -> str:
 
 def write_report(root: str | Path, out: str | Path | None = None) -> dict:
     "Aggregate every record under `root` into report.csv, report.md and figures in `out` (default: `root`): name -> path."
-    records = collect(root)
-    check(len(records) > 0, f"no finished runs (metrics.json) under {root}: run `mesa-nb batch` or `mesa-nb run` into it first")
-    out = Path(out or root); out.mkdir(parents=True, exist_ok=True)
+    records, fails = collect(root), failures(root)
+    check(len(records) > 0, f"no finished runs (metrics.json) under {root}" + (f"; {len(fails)} failed: " + "; ".join(f"{f['run']}: {f.get('error', '?')}" for f in fails[:3])
+                            + ("; ..." if len(fails) > 3 else "") if fails else ": run `mesa-nb batch` or `mesa-nb run` into it first"))
+    out = Path(out or root)
+    check(not out.exists() or out.is_dir(), f"--out {out} is a file: give a folder for the report")
+    for n in ("report.csv", "report.md", "after_defense.png", "detection_margins.png"):
+        check(not (out/n).is_dir(), f"{out/n} is a folder: move it away, the report writes a file of that name")
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise MesaError(f"--out {out} cannot be made ({e.strerror}): give a folder you can write to") from None
     df, paths = run_rows(records), {}
     with atomic_path(out/"report.csv") as tmp: df.to_csv(tmp, index=False, float_format="%.4f")
     paths["csv"] = out/"report.csv"
     md = ["# Report", "", summary_table(records), "", "## Runs", "",
           markdown(df[["trigger", "seed", "attack_asr", "margin"] + [c for c in df.columns if c.endswith(" ASR")]])]
-    fails = failures(root)
     if fails: md += ["", "## Failed runs", ""] + [f"- `{f['run']}`: {f.get('error', '?')}" for f in fails]
     paths["md"] = write_text(out/"report.md", "\n".join(md) + "\n")
     bd = [r for r in records if r.get("trigger")]

@@ -10,7 +10,10 @@ import concurrent.futures as cf
 import importlib
 import multiprocessing as mp
 import os
+import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -27,19 +30,19 @@ from .report import collect, run_table, summary_table, write_report
 from .threat import CANONICAL_IDS
 
 # %% auto #0
-__all__ = ['template', 'check_data', 'execute', 'expand_triggers', 'plan', 'batch', 'load_user_model', 'load_images', 'parser',
-           'main']
+__all__ = ['DEFENSE_FILES', 'template', 'check_data', 'execute', 'expand_triggers', 'plan', 'batch', 'load_user_model',
+           'load_images', 'parser', 'main']
 
 # %% ../nbs/11_runner.ipynb #d5fba9e2
 def template(name: str = "run") -> Path:
     "The path of the experiment notebook `name` (run, sweep)."
     here = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd().parent
     roots = [Path(os.environ["MESA_NB_TEMPLATES"])] if os.environ.get("MESA_NB_TEMPLATES") else []
-    roots += [here/"nbs"/"experiments", Path.cwd()/"nbs"/"experiments", Path.cwd()/"experiments"]
+    roots += [here/"nbs"/"experiments"]          # never the working directory: a folder someone else controls is not code to run
     for r in roots:
         if (r/f"{name}.ipynb").is_file(): return r/f"{name}.ipynb"
     raise MesaError(f"experiment notebook {name}.ipynb not found in {[str(r) for r in roots]}: the notebooks ship with the "
-                    "repository (nbs/experiments/); install from a clone (pip install -e .), run from its root, or set $MESA_NB_TEMPLATES")
+                    "repository (nbs/experiments/); install from a clone (pip install -e .), set $MESA_NB_TEMPLATES, or pass --notebook")
 
 # %% ../nbs/11_runner.ipynb #83869239
 def _one_line(e: BaseException) -> str:
@@ -214,18 +217,23 @@ def load_user_model(model: str,                      # "module:factory", importa
         mod, _, fn = model.partition(":")
         try: factory = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e: raise MesaError(f"cannot import {model!r} ({e}): give module:factory importable from here") from None
-        net = factory()
+        try: net = factory()
+        except Exception as e: raise MesaError(f"{model}() failed ({_one_line(e)}): the factory must build the model with no arguments") from None
         check(isinstance(net, torch.nn.Module), f"{model} returned {type(net).__name__}, not a torch.nn.Module")
         if weights:
             check(Path(weights).is_file(), f"weights file {weights} does not exist")
-            if str(weights).endswith(".safetensors"):
-                from safetensors.torch import load_file
-                state = load_file(weights)
-            else:
-                try: state = torch.load(weights, map_location="cpu", weights_only=True)
-                except Exception as e: raise MesaError(f"{weights} is not a plain state dict ({_one_line(e)}): save it with torch.save(model.state_dict()) or as safetensors") from None
+            try:
+                if str(weights).endswith(".safetensors"):
+                    from safetensors.torch import load_file
+                    state = load_file(weights)
+                else: state = torch.load(weights, map_location="cpu", weights_only=True)
+            except Exception as e: raise MesaError(f"{weights} is not a readable state dict ({_one_line(e)}): save it with "
+                                                   "safetensors.torch.save_file(model.state_dict(), path) or torch.save(model.state_dict(), path)") from None
+            check(isinstance(state, dict), f"{weights} holds a {type(state).__name__}, not a state dict: save model.state_dict()")
             try: net.load_state_dict(state)
-            except RuntimeError as e: raise MesaError(f"{weights} does not fit {model}: {str(e).splitlines()[0]}") from None
+            except RuntimeError as e:                            # its first lines name the missing, unexpected or mismatched tensors
+                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+                raise MesaError(f"{weights} does not fit {model}: {'; '.join(lines[1:3]) or lines[0]}"[:600]) from None
         return net.to(device).eval()
     raise MesaError(f"--model {model!r} is not module:factory: give the importable function that builds your model, and its weights with --weights "
                     "(TorchScript archives are not accepted: torch 2.13 deprecates them, and a loaded archive cannot be fine-tuned)")
@@ -235,10 +243,19 @@ def load_images(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     "The defender's images (N, C, H, W) uint8 and labels from an `.npz` file (no pickle)."
     import numpy as np
     check(Path(path).is_file(), f"image file {path} does not exist")
-    try: z = np.load(path, allow_pickle=False)
-    except Exception as e: raise MesaError(f"{path} is not a readable .npz ({_one_line(e)}): save with numpy.savez(path, images=..., labels=...)") from None
-    check({"images", "labels"} <= set(z.files), f"{path} holds {z.files}; it needs arrays 'images' and 'labels'")
-    x, y = torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]).long().reshape(-1)
+    fix = "save with numpy.savez(path, images=uint8 array, labels=integer array)"
+    try:
+        z = np.load(path, allow_pickle=False)
+        check(isinstance(z, np.lib.npyio.NpzFile), f"{path} holds one array, not images and labels: {fix}")
+        check({"images", "labels"} <= set(z.files), f"{path} holds {z.files}; it needs arrays 'images' and 'labels': {fix}")
+        xa, ya = z["images"], z["labels"]
+    except MesaError: raise
+    except Exception as e: raise MesaError(f"{path} is not a readable .npz of numeric arrays ({_one_line(e)}): {fix}") from None
+    check(xa.dtype.kind in "uf", f"images in {path} must be uint8 pixels (or floats in [0, 1]); got dtype {xa.dtype}")
+    check(ya.dtype.kind in "iu" or (ya.dtype.kind == "f" and bool(np.all(np.isfinite(ya) & (ya == np.round(ya))))),
+          f"labels in {path} must be integer class indices; got dtype {ya.dtype}" + (" with non-integer values" if ya.dtype.kind == "f" else ""))
+    x, y = torch.from_numpy(xa), torch.from_numpy(ya.astype(np.int64)).reshape(-1)
+    check(len(y) > 0 and int(y.min()) >= 0, f"labels in {path} must be class indices >= 0" + (f"; got {int(y.min())}" if len(y) else "; there are none"))
     check(x.ndim == 4, f"images must be (N, C, H, W) or (N, H, W, C); got shape {tuple(x.shape)}")
     if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3): x = x.permute(0, 3, 1, 2)
     check(len(x) == len(y), f"{len(x)} images but {len(y)} labels")
@@ -319,12 +336,40 @@ def _print_run(status: str, info: dict, cfg: RunConfig) -> int:
     return 0
 
 
+DEFENSE_FILES = re.compile(r"report\.json|repaired\.safetensors|detection\.png|triggers-class\d+\.png")   # one defense's outputs
+
+
+def _defense_out(out: Path) -> Path:
+    "Check `--out` before any work: a folder that is new, empty or holds an earlier defense's outputs (replaced as a set)."
+    check(not out.exists() or out.is_dir(), f"--out {out} is a file: give a folder for the defense's outputs")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if not DEFENSE_FILES.fullmatch(p.name) and not p.name.startswith(".partial-"))
+        check(not others, f"--out {out} holds files that no defense wrote ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): "
+                          "give a new or empty folder")
+    home = next(p for p in [out, *out.absolute().parents] if p.exists())   # made only when the outputs are written
+    check(home.is_dir() and os.access(home, os.W_OK | os.X_OK), f"--out {out} cannot be written ({home} is not a writable folder): give a folder you can write to")
+    for p in out.glob(".partial-*"): shutil.rmtree(p)       # what a killed defense left half-written
+    return out
+
+
+def _replace_set(new: Path, out: Path) -> list[str]:
+    "Move the outputs in `new` into `out` as one set: the earlier set goes first (report.json before all), the new report.json last."
+    old = sorted((p for p in out.iterdir() if DEFENSE_FILES.fullmatch(p.name)), key=lambda p: p.name != "report.json")
+    for p in old: p.unlink()
+    names = sorted((p.name for p in new.iterdir()), key=lambda n: n == "report.json")
+    for n in names: os.replace(new/n, out/n)
+    new.rmdir()
+    return names
+
+
 def _defend_cli(args) -> int:
     from mesa_nb.defense import Retrain, defend
     from mesa_nb.models import save_model
     from mesa_nb.viz import plot_detection, plot_trigger_grid, save_figures
     device = as_device(args.device)
     check((args.images is None) != (args.dataset is None), "give the defender's images: --images FILE.npz or --dataset NAME (not both)")
+    check((args.mean is None) == (args.std is None), "give the model's normalization as both --mean and --std, or neither (then both come from the images)")
+    out = _defense_out(Path(args.out))
     if args.images: x, y = load_images(args.images); n_cls, mean, std = int(y.max()) + 1, args.mean, args.std
     else:
         ds = load_dataset(args.dataset, "test", args.data_dir)
@@ -334,16 +379,17 @@ def _defend_cli(args) -> int:
     report, repaired = defend(model, x, y, n_cls, mean, std, trigger_size=args.trigger_size, betas=args.betas, alpha=args.alpha, objective=args.objective,
                               threshold=args.threshold, detect_steps=args.detect_steps, search_steps=args.search_steps, batch=args.batch,
                               recipe=recipe, classes=args.classes, ensemble=args.ensemble, seed=args.seed, device=device)
-    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    write_json(out/"report.json", report.record())
+    out.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))   # written in full first, then swapped in: never a mix of two defenses
+    write_json(new/"report.json", report.record())
     figs = {"detection": plot_detection(report.detection["per_class_asr"], report.detection["threshold"])}
     for c in report.defense["mesa"]:                          # the repaired classes: flagged, or --classes
         res = report.searches[int(c)]
         figs[f"triggers-class{c}"] = plot_trigger_grid({f"β={b:g}": s[:10].cpu() for b, s in zip(res.betas.tolist(), res.sample(10, args.seed))})
-    save_figures(figs, out)
-    if report.chosen:
-        save_model(repaired, out/"repaired.safetensors", chosen=report.chosen)
-    print(report.summary() + f"\n\nwritten to {out}/: report.json, figures" + (", repaired.safetensors" if report.chosen else ""))
+    save_figures(figs, new)
+    if report.chosen: save_model(repaired, new/"repaired.safetensors", chosen=report.chosen)
+    names = _replace_set(new, out)
+    print(report.summary() + f"\n\nwritten to {out}/: {', '.join(names)}" + ("" if report.chosen else " (no backdoor found: the model is unchanged, so no repaired weights)"))
     return 0
 
 

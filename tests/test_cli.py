@@ -203,13 +203,19 @@ def test_defend_a_users_model(tmp_path):
     assert rep["settings"]["ensemble"] == "entropy" and sorted(rep["defense"]["mesa"]["0"]) == ["0.5", "0.9", "ensemble"]
     assert (tmp_path/"out"/"repaired.safetensors").is_file()
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
+    again = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
+                    "--mean", *test.mean, "--std", *test.std, "--detect-steps", "20", "--search-steps", "10", "--batch", "32", "--classes", "3",
+                    "--betas", "0.5", "--retrain-epochs", "1", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path/"out"/"report.json").read_text())["chosen"] == "ensemble of class 3"
+    assert sorted(p.name for p in (tmp_path/"out").iterdir()) == ["detection.png", "repaired.safetensors", "report.json", "triggers-class3.png"]
     bad = run_cli("defend", "--model", "suspect_net:nothing", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                   "--out", tmp_path/"never", env=env)
     assert bad.returncode == 2 and "cannot import 'suspect_net:nothing'" in bad.stderr
     torch.save(model, tmp_path/"pickled.pt")                             # a whole pickled model, not a state dict: refused
     bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"pickled.pt", "--images", tmp_path/"images.npz",
                   "--out", tmp_path/"never", env=env)
-    assert bad.returncode == 2 and "is not a plain state dict" in bad.stderr
+    assert bad.returncode == 2 and "is not a readable state dict" in bad.stderr
     bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                   "--classes", "12", "--out", tmp_path/"never", env=env)
     assert bad.returncode == 2 and "classes to repair [12] must lie in [0, 10)" in bad.stderr
@@ -269,7 +275,7 @@ def test_batch_on_a_dask_local_cluster(tmp_path):
     ("batch", ["--betas", "nan"], "levels in (0, 1); got [nan]"),
     ("run", ["--betas", "0.8", "0.8"], "repeats a level"),
     ("run", ["--alpha", "-1"], "setting alpha (--alpha) must be a number >= 0; got -1.0"),
-    ("run", ["--threshold", "2"], "setting threshold (--threshold) must be a mean ASR in [0, 1]"),
+    ("run", ["--threshold", "2"], "setting threshold (--threshold) must be a mean ASR in (0, 1)"),
     ("run", ["--search-batch", "0"], "setting search_batch (--search-batch) must be an integer >= 1; got 0"),
     ("run", ["--attack-schedule", "bogus"], "unknown attack_schedule 'bogus'"),
     ("run", ["--seed", "-5"], "setting seed (--seed) must be an integer >= 0; got -5"),
