@@ -18,7 +18,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from .core import RunDir, as_device, check, read_json, seed_everything
+from .core import MesaError, RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
 from .defense import Retrain, baseline_defense, defend, evaluate, ideal_defense
 from .mesa import as_objective, check_ensemble
@@ -189,7 +189,8 @@ def clean_model(cfg: RunConfig, train, out_dir: str | Path, log=print) -> tuple[
     path = clean_path(cfg, out_dir)
     if path.is_file():
         log(f"clean model: reusing {path.name}")
-        return load_model(path, cfg.device), 0.0
+        try: return load_model(path, cfg.device), 0.0
+        except MesaError as e: raise MesaError(f"{e}; it is the cached clean model of these settings: delete it and the next run retrains it") from None
     seed_everything(cfg.seed)
     model = build_model(cfg.model, train.num_classes)
     t0 = time.perf_counter()

@@ -145,3 +145,13 @@ def test_templates_never_come_from_the_working_directory(tmp_path, monkeypatch):
         d.mkdir(parents=True); (d/"run.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "import os; os.system(\'touch pwned\')"}]}')
     monkeypatch.chdir(tmp_path); monkeypatch.delenv("MESA_NB_TEMPLATES", raising=False)
     assert template("run") == ROOT/"nbs"/"experiments"/"run.ipynb"
+
+
+def test_a_truncated_cached_clean_model_says_which_file_to_delete(tmp_path):
+    from mesa_nb.core import MesaError
+    from mesa_nb.experiment import clean_model, clean_path, make_config
+    cfg = make_config("smoke", out_dir=str(tmp_path), device="cpu")
+    path = clean_path(cfg, tmp_path)
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\"")              # a write cut short
+    with pytest.raises(MesaError, match=f"{path.name} is not a readable safetensors file .*cached clean model .*delete it"):
+        clean_model(cfg, load_digits("train"), tmp_path, log=lambda *a: None)
