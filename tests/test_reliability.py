@@ -155,3 +155,11 @@ def test_a_truncated_cached_clean_model_says_which_file_to_delete(tmp_path):
     path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\"")              # a write cut short
     with pytest.raises(MesaError, match=f"{path.name} is not a readable safetensors file .*cached clean model .*delete it"):
         clean_model(cfg, load_digits("train"), tmp_path, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("cmd", ["run", "batch"])
+def test_run_and_batch_refuse_an_out_that_is_a_file(tmp_path, capsys, cmd):
+    (tmp_path/"afile").write_text("mine")
+    assert main([cmd, "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path/"afile")]) == 2
+    one_line(capsys, "afile is a file: give a folder")
+    assert (tmp_path/"afile").read_text() == "mine"
