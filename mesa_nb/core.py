@@ -22,7 +22,8 @@ import torch
 
 # %% auto #0
 __all__ = ['MesaError', 'NonFiniteError', 'check', 'default_device', 'as_device', 'set_device', 'seed_everything', 'generator',
-           'atomic_path', 'write_text', 'write_json', 'read_json', 'environment', 'RunDir', 'RunBusy', 'run_lock']
+           'atomic_path', 'write_text', 'write_json', 'read_json', 'environment', 'RunDir', 'check_out_folder',
+           'RunBusy', 'run_lock']
 
 # %% ../nbs/00_core.ipynb #0e5eb8f3
 class MesaError(ValueError):
@@ -186,6 +187,15 @@ class RunDir:
     @property
     def done(self) -> bool: return (self.path/"metrics.json").is_file()
     def __repr__(self): return f"RunDir({str(self.path)!r}, done={self.done})"
+
+
+def check_out_folder(out: str | os.PathLike) -> Path:
+    "Check an output folder before any work: not a file, and it exists or can be made, writable (it is made when written)."
+    out = Path(out)
+    check(not out.exists() or out.is_dir(), f"--out {out} is a file: give a folder")
+    home = next(p for p in [out, *out.absolute().parents] if p.exists())
+    check(home.is_dir() and os.access(home, os.W_OK | os.X_OK), f"--out {out} cannot be written ({home} is not a writable folder): give a folder you can write to")
+    return out
 
 
 class RunBusy(MesaError):

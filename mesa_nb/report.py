@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .core import MesaError, atomic_path, check, read_json, write_text
+from .core import atomic_path, check, check_out_folder, read_json, write_text
 from .viz import plot_after_defense, save_figures
 
 # %% auto #0
@@ -194,12 +194,10 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict:
     records, fails = collect(root), failures(root)
     check(len(records) > 0, f"no finished runs (metrics.json) under {root}" + (f"; {len(fails)} failed: " + "; ".join(f"{f['run']}: {f.get('error', '?')}" for f in fails[:3])
                             + ("; ..." if len(fails) > 3 else "") if fails else ": run `mesa-nb batch` or `mesa-nb run` into it first"))
-    out = Path(out or root)
-    check(not out.exists() or out.is_dir(), f"--out {out} is a file: give a folder for the report")
+    out = check_out_folder(out or root)
     for n in ("report.csv", "report.md", "after_defense.png", "detection_margins.png"):
         check(not (out/n).is_dir(), f"{out/n} is a folder: move it away, the report writes a file of that name")
-    try: out.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise MesaError(f"--out {out} cannot be made ({e.strerror}): give a folder you can write to") from None
+    out.mkdir(parents=True, exist_ok=True)
     df, paths = run_rows(records), {}
     with atomic_path(out/"report.csv") as tmp: df.to_csv(tmp, index=False, float_format="%.4f")
     paths["csv"] = out/"report.csv"

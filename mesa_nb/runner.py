@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from fastcore.docments import docments
 
-from .core import MesaError, RunBusy, as_device, check, read_json, run_lock, write_json
+from .core import MesaError, RunBusy, as_device, check, check_out_folder, read_json, run_lock, write_json
 from .data import find_dataset_dir, load_dataset
 from .experiment import PRESETS, RunConfig, clean_model, clean_path, finished, make_config, run_name
 from .report import collect, run_table, summary_table, write_report
@@ -339,17 +339,9 @@ def _print_run(status: str, info: dict, cfg: RunConfig) -> int:
 DEFENSE_FILES = re.compile(r"report\.json|repaired\.safetensors|detection\.png|triggers-class\d+\.png")   # one defense's outputs
 
 
-def _check_folder(out: Path) -> Path:
-    "Check `--out` before any work: a folder that exists or can be made, and can be written to."
-    check(not out.exists() or out.is_dir(), f"--out {out} is a file: give a folder")
-    home = next(p for p in [out, *out.absolute().parents] if p.exists())   # made only when something is written
-    check(home.is_dir() and os.access(home, os.W_OK | os.X_OK), f"--out {out} cannot be written ({home} is not a writable folder): give a folder you can write to")
-    return out
-
-
 def _defense_out(out: Path) -> Path:
     "Check `--out` before any work: a folder that is new, empty or holds an earlier defense's outputs (replaced as a set)."
-    _check_folder(out)
+    check_out_folder(out)
     if out.is_dir():
         others = sorted(p.name for p in out.iterdir() if not DEFENSE_FILES.fullmatch(p.name) and not p.name.startswith(".partial-"))
         check(not others, f"--out {out} holds files that no defense wrote ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): "
@@ -414,11 +406,11 @@ def main(argv: list[str] | None = None) -> int:
             return _print_run(*execute(cfg), cfg)
         if args.command == "run":
             cfg = make_config(args.preset, **{**_config_options(args), "out_dir": args.out_dir or "outputs/runs"})
-            check_data(cfg); _check_folder(Path(cfg.out_dir))
+            check_data(cfg); check_out_folder(cfg.out_dir)
             return _print_run(*execute(cfg, args.notebook), cfg)
         base = make_config(args.preset, **{**_config_options(args, skip=("trigger", "seed")), "out_dir": args.out_dir or "outputs/batch"})
         cfgs = plan(base, args.trigger, args.seeds)
-        check_data(base); _check_folder(Path(base.out_dir))
+        check_data(base); check_out_folder(base.out_dir)
         t0 = time.perf_counter()
         res = batch(cfgs, args.workers, args.notebook, args.engine, args.scheduler, progress=not args.no_progress)
         busy = f", {len(res['busy'])} run by another process" if res["busy"] else ""
