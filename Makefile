@@ -2,6 +2,7 @@
 #   make demo    the main job on the bundled digits (sets up .venv first)
 #   make test    everything CI checks (sets up .venv with the test tools first)
 #   make lab     JupyterLab on localhost, for reading and editing nbs/
+#   make docs    the documentation site in _docs/site: every notebook executed and rendered, the API reference
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,7 @@ NBS := $(shell find nbs -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*')
 MESA_NB_DATA ?= $(wildcard $(abspath ../shared/data))
 export MESA_NB_DATA
 
-.PHONY: demo test lab export clean-nbs check-sync nbtest pytest bench scripts notebooks clean
+.PHONY: demo test lab docs docs-check export clean-nbs check-sync nbtest pytest bench scripts notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ $(VENV)/.test: $(VENV)/.run
 	$(PIP) -e '.[test]'
 	@touch $@
 
+$(VENV)/.docs: $(VENV)/.test
+	$(PIP) -e '.[test,docs]'
+	@touch $@
+
 $(VENV)/.dev: $(VENV)/.test
 	$(PIP) -e '.[dev]'
 	@touch $@
@@ -34,7 +39,7 @@ demo: $(VENV)/.run
 	$(BIN)/mesa-nb demo
 
 # The order matters: a stale export or an unclean notebook fails fast, before the slow parts.
-test: $(VENV)/.test check-sync nbtest pytest
+test: $(VENV)/.test check-sync nbtest pytest docs-check
 
 check-sync: $(VENV)/.test
 	$(BIN)/python scripts/check_unchanged.py $(BIN)/nbdev_export
@@ -47,6 +52,15 @@ nbtest: $(VENV)/.test
 
 pytest: $(VENV)/.test
 	$(BIN)/python -m pytest -q tests
+
+# The site with every notebook's outputs and figures (the notebooks run as nbdev_test runs them).
+docs: $(VENV)/.docs
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/build_docs.py --workers 2
+
+# CI: the notebooks already ran in nbtest; build the site from them as committed and check that every
+# notebook has a page and every public name of mesa_nb an API entry.
+docs-check: $(VENV)/.docs
+	$(BIN)/python scripts/build_docs.py --no-execute
 
 bench: $(VENV)/.run
 	$(BIN)/python scripts/bench_train.py
