@@ -4,6 +4,7 @@ from configparser import ConfigParser
 from pathlib import Path
 
 import setuptools
+from setuptools.command.build_py import build_py
 
 here = Path(__file__).parent
 config = ConfigParser(delimiters=["="])
@@ -22,6 +23,20 @@ min_python = cfg["min_python"]
 
 def reqs(key):
     return shlex.split(cfg.get(key, ""))
+
+
+class BuildWithTemplates(build_py):
+    "Ship the papermill templates (nbs/experiments, nbs/reports) inside the package, as mesa_nb/templates/."
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):  # an editable install reads them from nbs/ in the checkout
+            return
+        dest = Path(self.build_lib) / cfg["lib_path"] / "templates"
+        self.mkpath(str(dest))
+        for folder in ("experiments", "reports"):
+            for notebook in sorted((here / "nbs" / folder).glob("*.ipynb")):
+                self.copy_file(str(notebook), str(dest / notebook.name))
 
 
 test_reqs = reqs("test_requirements")
@@ -51,6 +66,7 @@ setuptools.setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     zip_safe=False,
+    cmdclass={"build_py": BuildWithTemplates},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d'],

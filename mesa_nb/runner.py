@@ -35,14 +35,16 @@ __all__ = ['DEFENSE_FILES', 'template', 'check_data', 'execute', 'expand_trigger
 
 # %% ../nbs/11_runner.ipynb #d5fba9e2
 def template(name: str = "run") -> Path:
-    "The path of the experiment notebook `name` (run, sweep)."
-    here = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd().parent
+    "The path of the papermill template `name` (run, sweep, report): $MESA_NB_TEMPLATES, then the package's own."
+    pkg = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd().parent/"mesa_nb"
     roots = [Path(os.environ["MESA_NB_TEMPLATES"])] if os.environ.get("MESA_NB_TEMPLATES") else []
-    roots += [here/"nbs"/"experiments"]          # never the working directory: a folder someone else controls is not code to run
+    roots += [pkg/"templates"]                                        # an installed wheel ships them here
+    roots += [pkg.parent/"nbs"/"experiments", pkg.parent/"nbs"/"reports"]  # an editable install: the checkout's
+    # never the working directory: a folder someone else controls is not code to run
     for r in roots:
         if (r/f"{name}.ipynb").is_file(): return r/f"{name}.ipynb"
-    raise MesaError(f"experiment notebook {name}.ipynb not found in {[str(r) for r in roots]}: the notebooks ship with the "
-                    "repository (nbs/experiments/); install from a clone (pip install -e .), set $MESA_NB_TEMPLATES, or pass --notebook")
+    raise MesaError(f"papermill template {name}.ipynb not found in {[str(r) for r in roots]}: the templates are "
+                    "run, sweep and report; reinstall mesa_nb, set $MESA_NB_TEMPLATES to a folder holding them, or pass --notebook")
 
 # %% ../nbs/11_runner.ipynb #83869239
 def _one_line(e: BaseException) -> str:

@@ -147,6 +147,30 @@ def test_templates_never_come_from_the_working_directory(tmp_path, monkeypatch):
     assert template("run") == ROOT/"nbs"/"experiments"/"run.ipynb"
 
 
+def test_a_wheel_ships_the_templates_and_runs_only_those(tmp_path):
+    "A non-editable install finds run, sweep and report inside the package, never a checkout or the working folder."
+    import shutil, subprocess, sys, zipfile
+    from conftest import ROOT
+    src = tmp_path/"src"                                   # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT/"mesa_nb", src/"mesa_nb", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT/"nbs", src/"nbs", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    for f in ("setup.py", "pyproject.toml", "settings.ini", "README.md", "MANIFEST.in"): shutil.copy2(ROOT/f, src/f)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src), "-w", str(tmp_path/"w")],
+                   check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = (tmp_path/"w").glob("mesa_nb-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"mesa_nb/templates/run.ipynb", "mesa_nb/templates/sweep.ipynb", "mesa_nb/templates/report.ipynb"} <= set(names)
+    assert not [n for n in names if n.startswith("mesa_nb/templates/") and not n.endswith(".ipynb")], "only notebooks ship"
+    zipfile.ZipFile(wheel).extractall(tmp_path/"site")
+    (tmp_path/"nbs"/"experiments").mkdir(parents=True)
+    (tmp_path/"nbs"/"experiments"/"run.ipynb").write_text("{}")                     # a look-alike in the working folder
+    env = {k: v for k, v in os.environ.items() if k != "MESA_NB_TEMPLATES"} | {"PYTHONPATH": str(tmp_path/"site")}
+    out = subprocess.run([sys.executable, "-c", "from mesa_nb.runner import template; print(template('run')); print(template('report'))"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout.split()
+    assert out == [str(tmp_path/"site"/"mesa_nb"/"templates"/"run.ipynb"), str(tmp_path/"site"/"mesa_nb"/"templates"/"report.ipynb")]
+    assert (tmp_path/"site"/"mesa_nb"/"templates"/"run.ipynb").read_bytes() == (ROOT/"nbs"/"experiments"/"run.ipynb").read_bytes()
+
+
 def test_a_truncated_cached_clean_model_says_which_file_to_delete(tmp_path):
     from mesa_nb.core import MesaError
     from mesa_nb.experiment import clean_model, clean_path, make_config
