@@ -18,8 +18,8 @@ import torch
 
 from mesa_nb.core import as_device
 from mesa_nb.data import ImageSet
-from mesa_nb.mesa import OBJECTIVES, ClassifierTest, frozen, normalized_images
-from mesa_nb.theory import SubModels
+from mesa_nb.search import OBJECTIVES, ClassifierTest, frozen, normalized_images
+from mesa_nb.mesa import SubModels
 from mesa_nb.models import build_model
 from mesa_nb.threat import stamp
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from mesa_nb.core import MesaError, NonFiniteError, seed_everything
 from mesa_nb.data import defender_split, load_digits
-from mesa_nb.mesa import classifier_test_function, per_class_asr, search, search_classes, trigger_asr
+from mesa_nb.search import classifier_test_function, per_class_asr, search, search_classes, trigger_asr
 from mesa_nb.models import build_model, fit
 from mesa_nb.threat import backdoor, canonical_trigger
 
@@ -37,7 +37,7 @@ class NaNModel(nn.Module):
 
 
 def test_fresh_import():
-    code = "import mesa_nb.mesa as m; assert {'search', 'diagnose', 'trigger_asr', 'SearchResult'} <= set(m.__all__)"
+    code = "import mesa_nb.search as m; assert {'search', 'diagnose', 'trigger_asr', 'SearchResult'} <= set(m.__all__)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 

@@ -9,7 +9,8 @@ import torch
 
 from mesa_nb.core import MesaError, NonFiniteError
 from mesa_nb.mine import StatisticsNetwork, dv_bound, estimate_mi, knn_entropy, log_mean_exp, mine_loss
-from mesa_nb.theory import (SubModels, check_levels, levels, mixture_weights, sample_mixture, staircase, validity)
+from mesa_nb.mesa import SubModels, check_levels, levels, mixture_weights, sample_mixture, validity
+from mesa_nb.theory import staircase
 
 
 def tiny(beta=(0.5,), alpha=0.1, **kw):
@@ -17,7 +18,7 @@ def tiny(beta=(0.5,), alpha=0.1, **kw):
     return SubModels(1, list(beta), alpha=alpha, noise_dim=2, hidden=8, critic_hidden=8, **kw)
 
 
-@pytest.mark.parametrize("module", ["mesa_nb.mine", "mesa_nb.theory"])
+@pytest.mark.parametrize("module", ["mesa_nb.mine", "mesa_nb.mesa", "mesa_nb.theory"])
 def test_fresh_import(module):
     code = f"import {module} as m; assert m.__all__; [getattr(m, n) for n in m.__all__]"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

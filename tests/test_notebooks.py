@@ -90,3 +90,22 @@ def test_run_template_parameters_are_the_run_config():
     params = parameters(ROOT/"nbs"/"experiments"/"run.ipynb")
     assert list(params) == [f.name for f in fields(RunConfig)]                   # names equal the config's fields
     assert {k: v for k, (_, v) in params.items()} == asdict(RunConfig())          # defaults: the smoke run
+
+
+def test_imports_point_only_to_earlier_notebooks():
+    "The reading order is the dependency order: a module imports only modules of earlier notebooks (no upward arrow, no cycle)."
+    import re
+    order = {}
+    for nb in sorted((ROOT/"nbs").glob("[0-9][0-9]_*.ipynb")):
+        m = re.search(r"#\|\s*default_exp\s+(\w+)", nb.read_text(encoding="utf-8"))
+        if m: order[m.group(1)] = int(nb.name[:2])
+    assert {"core", "mesa", "theory", "search", "defense", "runner"} <= set(order)
+    upward = []
+    for mod, num in order.items():
+        text = (ROOT/"mesa_nb"/f"{mod}.py").read_text(encoding="utf-8")
+        for dep in set(re.findall(r"^\s*from \.(\w+) import", text, re.M)) | set(re.findall(r"^\s*from mesa_nb\.(\w+) import", text, re.M)):
+            if dep in order and order[dep] >= num: upward.append(f"{mod} ({num:02d}) imports {dep} ({order[dep]:02d})")
+    assert not upward, upward
+    assert "theory" not in {d for m in order if m != "theory"
+                            for d in re.findall(r"from \.(\w+) import", (ROOT/"mesa_nb"/f"{m}.py").read_text(encoding="utf-8"))}, \
+        "the theory notebook's helpers serve its checks only"
