@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MesaError', 'NonFiniteError', 'check', 'default_device', 'as_device', 'set_device', 'seed_everything', 'generator',
-           'atomic_path', 'write_text', 'write_json', 'read_json', 'environment', 'RunDir', 'check_out_folder',
-           'RunBusy', 'run_lock']
+__all__ = ['MesaError', 'NonFiniteError', 'check', 'one_line', 'default_device', 'as_device', 'set_device', 'seed_everything',
+           'generator', 'atomic_path', 'write_text', 'write_json', 'read_json', 'environment', 'RunDir',
+           'check_out_folder', 'RunBusy', 'run_lock']
 
 # %% ../nbs/00_core.ipynb #0e5eb8f3
 class MesaError(ValueError):
@@ -39,6 +39,12 @@ def check(ok: bool,        # the condition that must hold
           err: type = MesaError):
     "Raise `err(msg)` unless `ok`."
     if not ok: raise err(msg)
+
+
+def one_line(e: BaseException) -> str:
+    "An exception as one line, `Name: message` (a kernel's error keeps its own name), for messages that wrap it."
+    name, value = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
+    return f"{name}: {value}".strip().splitlines()[0][:500]
 
 # %% ../nbs/00_core.ipynb #4eaec9dc
 _device_override: torch.device | None = None

@@ -15,7 +15,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from .core import MesaError, as_device, check
 # %% auto #0
 __all__ = ['DIGITS_CLASSES', 'CIFAR', 'DATASETS', 'ImageSet', 'channel_stats', 'load_digits', 'SafeUnpickler', 'read_pickle',
            'default_data_root', 'find_dataset_dir', 'load_cifar', 'md5sum', 'extract_archive', 'download_cifar',
-           'load_dataset', 'random_split', 'defender_split', 'to_float', 'normalize', 'augment', 'batches']
+           'load_dataset', 'random_split', 'Split', 'defender_split', 'to_float', 'normalize', 'augment', 'batches']
 
 # %% ../nbs/01_data.ipynb #87aee900
 @dataclass
@@ -67,6 +67,12 @@ class ImageSet:
         "The images at `idx` (indices or a boolean mask), keeping classes and normalization stats."
         idx = torch.as_tensor(idx, device=self.images.device)
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std, name or self.name)
+
+    def digest(self) -> str:
+        "A short fingerprint of the images and labels (sha256, 12 hex digits): two sets with the same digest hold the same data."
+        h = hashlib.sha256(self.images.cpu().contiguous().numpy().tobytes())
+        h.update(self.labels.cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:12]
 
     def to(self, device) -> ImageSet:
         "The same set on `device` (a no-op when it is there already)."
@@ -308,12 +314,18 @@ def random_split(ds: ImageSet,
     return parts
 
 
-def defender_split(ds: ImageSet, seed: int = 0, search_fraction: float = 0.8) -> tuple[ImageSet, ImageSet]:
+class Split(NamedTuple):
+    "The defender's images, split once: `search` (trigger search and retraining) and `held` (every evaluation)."
+    search: ImageSet
+    held: ImageSet
+
+
+def defender_split(ds: ImageSet, seed: int = 0, search_fraction: float = 0.8) -> Split:
     "The defender's split of a test set: (search/retrain images, held-out evaluation images), 80/20 by default."
     check(0 < search_fraction < 1, f"search_fraction must be in (0, 1); got {search_fraction}")
     search, held = random_split(ds, [search_fraction, 1 - search_fraction], seed)
     search.name, held.name = f"{ds.name}/search", f"{ds.name}/eval"
-    return search, held
+    return Split(search, held)
 
 # %% ../nbs/01_data.ipynb #f038b5f0
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,12 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 
 from .core import NonFiniteError, as_device, check, environment, generator
-from .data import ImageSet, batches, defender_split, normalize, to_float
-from .search import Objective, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes, trigger_asr
+from .data import ImageSet, Split, batches, defender_split, normalize, to_float
+from .search import (Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
+                            trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
 from .threat import Trigger, attack_success_rate, stamp, stamp_some
@@ -72,15 +74,15 @@ class Unlearn:
 class Retrain:
     "The shared retraining recipe (SPEC §4 step 2): SGD fine-tuning with sampled triggers at ratio r."
     ratio: float = 0.01          # stamping probability r (the paper's; 0.05 on the 640-image digits split)
-    epochs: int = 10
-    lr: float = 1e-3
-    momentum: float = 0.9
-    batch_size: int = 128
-    schedule: str = "constant"
-    weight_decay: float = 5e-4
+    epochs: int = 10             # passes over the defender's training images
+    lr: float = 1e-3             # SGD learning rate
+    momentum: float = 0.9        # SGD momentum
+    batch_size: int = 128        # images per step
+    schedule: str = "constant"   # learning-rate schedule: 'constant' (the paper), 'cosine' or 'onecycle'
+    weight_decay: float = 5e-4   # SGD weight decay (the paper: none)
     nesterov: bool = True        # Nesterov momentum (the paper: plain momentum)
     augmentation: bool = True    # random crop + flip (the paper: none)
-    location: str = "random"
+    location: str = "random"     # where a sampled trigger is stamped: 'random' (per image), 'batch' or 'corner'
 
     def __post_init__(self):
         check(0 <= self.ratio <= 1, f"retraining ratio must be in [0, 1]; got {self.ratio}")
@@ -218,78 +220,111 @@ class DefenseReport:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "searches"}
 
 
+def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha, batch, classes, betas, ensemble):
+    "Every setting of `defend`, checked before any search runs."
+    _, h, w = shape
+    check(0 < threshold < 1, f"threshold must be a mean ASR in (0, 1); got {threshold}")
+    check(math.isfinite(alpha) and alpha >= 0, f"alpha must be a finite number >= 0; got {alpha}")
+    check(int(batch) == batch >= 1, f"batch must be an integer >= 1; got {batch}")
+    check(1 <= h <= search_ds.shape[1] and 1 <= w <= search_ds.shape[2],
+          f"trigger size {h}x{w} must be at least 1x1 and no larger than the {search_ds.shape[1]}x{search_ds.shape[2]} images")
+    check(classes is None or len({int(c) for c in classes}) == len(classes), f"classes to repair {list(classes or [])} repeat a class; give each once")
+    check(len(search_ds) >= batch, f"{len(search_ds)} search images (of {len(search_ds) + len(held)} defender images) are fewer than one batch of {batch}: "
+                                   "give more images or lower batch")
+    check(classes is None or all(0 <= int(c) < search_ds.num_classes for c in classes),
+          f"classes to repair {list(classes or [])} must lie in [0, {search_ds.num_classes})")
+    check_ensemble(ensemble, betas)
+
+
+def _banks(res: SearchResult, c: int, bank: int, ensemble: str, seed: int) -> dict[str, Tensor]:
+    "The triggers each removal candidate retrains on: `bank` samples per level, and of the ensemble (of every level when none is valid)."
+    banks = {f"{float(b):g}": res.sample(bank, seed + 1)[res.index(c, float(b))[0]] for b in res.betas.tolist()}
+    any_valid = bool(res.keep[torch.tensor(res.index(c))].any())
+    banks["ensemble"] = res.ensemble_sample(bank, c, weights=ensemble, valid_only=any_valid, seed=seed + 2)[0]
+    return banks
+
+
+def _judge(m: nn.Module, held: ImageSet, original, pats: Tensor, c: int, shape, recipe: Retrain,
+           check_triggers: int, check_images: int, seed: int, device) -> dict:
+    "A repaired model on the held-out images: accuracy, the original trigger's ASR, and the ASR of the triggers it retrained on."
+    rec = evaluate(m, held, original, recipe.location, seed, device)
+    rec["sampled_asr"] = float(trigger_asr(m, held, pats[:check_triggers], c, shape, recipe.location, images=check_images, seed=seed, device=device).mean())
+    rec["entropy"] = float(knn_entropy(pats[:512].flatten(1).float().cpu()))   # k-NN, nats: the spread of what was retrained on
+    return rec
+
+
+def _validity(res: SearchResult, c: int, name: str) -> dict:
+    "Whether the sub-model behind a candidate met its level (the ensemble: whether any did), and why not."
+    if name == "ensemble": return dict(valid=bool(res.keep[torch.tensor(res.index(c))].any()))
+    i = res.index(c, float(name))[0]
+    out = dict(valid=bool(res.keep[i]), mean_f=float(res.f_mean[i]), alpha=float(res.history["alpha"][-1, i]))
+    if res.reasons[i]: out["invalid"] = res.reasons[i]
+    return out
+
+
 def defend(model: nn.Module,                  # the suspect classifier: normalized (N, C, H, W) -> (N, num_classes)
-           images: torch.Tensor,              # the defender's clean images, uint8 or float pixels in [0, 1]
-           labels: torch.Tensor,              # their true labels
-           num_classes: int,
-           mean=None, std=None,               # the model's input normalization (per channel)
-           trigger_size: int | tuple[int, int] = 3,
-           betas=(0.5, 0.8, 0.9),
+           images: torch.Tensor | None = None,  # the defender's clean images, uint8 or float pixels in [0, 1]
+           labels: torch.Tensor | None = None,  # their true labels
+           num_classes: int | None = None,    # classes the model tells apart
+           mean: list[float] | None = None,   # the model's input normalization, per channel (default: the images')
+           std: list[float] | None = None,    # its per-channel standard deviation (with mean, or neither)
+           trigger_size: int | tuple[int, int] = 3,   # trigger side in pixels (or height, width)
+           betas: tuple[float, ...] = (0.5, 0.8, 0.9),  # the β ladder: one sub-model per level, each in (0, 1)
            alpha: float = 0.1,                # entropy weight (with the objective's slack: its starting value)
            objective: str | Objective = "maxent",   # search objective: 'maxent' (default), 'paper' or an `Objective`
            threshold: float = 0.5,            # flag a class whose generated triggers exceed this mean ASR
            detect_steps: int | None = None,   # detection search steps (default: 10 epochs over the search images)
            search_steps: int | None = None,   # per-class search steps (default: 10 epochs)
-           batch: int = 128,
-           recipe: Retrain = Retrain(),
+           batch: int = 128,                  # triggers per sub-model per search step
+           recipe: Retrain = Retrain(),       # the retraining recipe shared by MESA, baseline and ideal
            eval_fraction: float = 0.2,        # held out for evaluation
+           split: Split | None = None,        # instead of images and labels: the defender's images already split, used as they are
            original: Trigger | None = None,   # the true trigger, when known (research): adds its ASR to each candidate
            bank: int = 2048,                  # pre-sampled triggers per candidate
            check_triggers: int = 64,          # generated triggers whose ASR is measured (per class in detection, per candidate)
            check_images: int = 64,            # non-target images each of them is stamped on
-           classes=None,                      # classes to remove a backdoor for (default: the flagged ones)
+           classes: list[int] | None = None,  # classes to remove a backdoor for (default: the flagged ones)
            ensemble: str = "uniform",         # ensemble weights: 'uniform' (paper), 'schedule' (supplement 4/3/3), 'entropy'
-           seed: int = 0, device=None) -> tuple[DefenseReport, nn.Module]:
+           seed: int = 0,                     # seeds the split, the search and retraining
+           device: str | None = None,         # cpu, cuda or cuda:N (default: CUDA if present)
+           ) -> tuple[DefenseReport, nn.Module]:
     "Detect attacked classes, model their trigger distributions with MESA, remove the backdoor: (report, repaired model)."
     device = as_device(device)
     t0 = time.perf_counter()
     h, w = (trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)
-    ds = as_image_set(images, labels, num_classes, mean, std)
-    shape = (ds.shape[0], h, w)
+    check((split is None) != (images is None and labels is None),
+          "give the defender's images either as images and labels (split here, seeded) or as one `split`, not both")
     check(0 < eval_fraction < 1, f"eval_fraction must be in (0, 1); got {eval_fraction}")
-    check(0 < threshold < 1, f"threshold must be a mean ASR in (0, 1); got {threshold}")
-    check(math.isfinite(alpha) and alpha >= 0, f"alpha must be a finite number >= 0; got {alpha}")
-    check(int(batch) == batch >= 1, f"batch must be an integer >= 1; got {batch}")
-    check(1 <= h <= ds.shape[1] and 1 <= w <= ds.shape[2], f"trigger size {h}x{w} must be at least 1x1 and no larger than the {ds.shape[1]}x{ds.shape[2]} images")
-    check(classes is None or len({int(c) for c in classes}) == len(classes), f"classes to repair {list(classes or [])} repeat a class; give each once")
-    search_ds, held = defender_split(ds, seed, 1 - eval_fraction)
-    check(len(search_ds) >= batch, f"{len(search_ds)} search images ({1 - eval_fraction:.0%} of {len(ds)}) are fewer than one batch of {batch}: "
-                                   "give more images or lower batch")
-    check(classes is None or all(0 <= int(c) < num_classes for c in classes),
-          f"classes to repair {list(classes or [])} must lie in [0, {num_classes})")       # before any search runs
-    check_ensemble(ensemble, betas)
+    if split is None:
+        check(images is not None and labels is not None and num_classes is not None, "give images, labels and num_classes together")
+        split = defender_split(as_image_set(images, labels, num_classes, mean, std), seed, 1 - eval_fraction)
+    search_ds, held = split
+    shape = (search_ds.shape[0], h, w)
+    _check_settings(search_ds, held, shape, threshold, alpha, batch, classes, betas, ensemble)
     ob = as_objective(objective)
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
+    # 1. detect: every class searched side by side, flagged by the mean ASR of its generated triggers
     det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, objective=ob, **common)
     asr = per_class_asr(det, model, search_ds, n=check_triggers, images=check_images, seed=seed, device=device)
     flagged = flag_classes(asr, threshold)
-    remove = flagged if classes is None else [int(c) for c in classes]
     t_detect = time.perf_counter() - t0
-    defense, repaired, chosen, searches = {"mesa": {}}, model, None, {"detection": det}
-    for c in remove:
+    # 2. repair each class: MESA per level, then Eq. 5 with each level's and the ensemble's triggers; keep the ensemble's
+    defense, repaired, chosen, searches = {"mesa": {}}, model, [], {"detection": det}
+    for c in (flagged if classes is None else [int(c) for c in classes]):
         res = searches[c] = search(model, search_ds, c, betas, alpha, steps=search_steps, objective=ob, **common)
-        g = generator(seed, device)
-        banks = {f"{float(b):g}": res.sample(bank, seed + 1)[res.index(c, float(b))[0]] for b in res.betas.tolist()}
-        mine = torch.tensor(res.index(c))
-        any_valid = bool(res.keep[mine].any())                 # none valid: mix them all, and say so
-        banks["ensemble"] = res.ensemble_sample(bank, c, weights=ensemble, valid_only=any_valid, seed=seed + 2)[0]
-        cands, models = {}, {}
-        for name, pats in banks.items():
-            i = res.index(c, float(name))[0] if name != "ensemble" else None
-            m = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
-            rec = evaluate(m, held, original, recipe.location, seed, device)
-            rec["sampled_asr"] = float(trigger_asr(m, held, pats[:check_triggers], c, shape, recipe.location, images=check_images, seed=seed, device=device).mean())
-            rec["entropy"] = float(knn_entropy(pats[:512].flatten(1).float().cpu()))   # k-NN, nats: the spread of what was retrained on
-            rec.update(dict(valid=bool(res.keep[i]), mean_f=float(res.f_mean[i]), alpha=float(res.history["alpha"][-1, i]))
-                       if i is not None else dict(valid=any_valid))
-            if i is not None and res.reasons[i]: rec["invalid"] = res.reasons[i]
-            cands[name], models[name] = rec, m
+        cands, models, g = {}, {}, generator(seed, device)          # one stream of trigger draws per class, across its candidates
+        for name, pats in _banks(res, c, bank, ensemble, seed).items():
+            models[name] = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
+            cands[name] = _judge(models[name], held, original, pats, c, shape, recipe, check_triggers, check_images, seed, device)
+            cands[name].update(_validity(res, c, name))
         defense["mesa"][str(c)] = cands
-        repaired, chosen = models["ensemble"], f"ensemble of class {c}" if chosen is None else chosen + f", ensemble of class {c}"
+        repaired = models["ensemble"]; chosen.append(f"ensemble of class {c}")
+    chosen = ", ".join(chosen) or None
     report = DefenseReport(dict(per_class_asr=asr.tolist(), threshold=threshold, flagged=flagged), defense, chosen,
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect),
                            dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
                                 search_steps=search_steps, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
+                                held=held.digest(), held_images=len(held), search_images=len(search_ds),
                                 check_triggers=check_triggers, check_images=check_images),
                            environment(device), searches)
     return report, repaired

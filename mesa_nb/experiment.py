@@ -218,12 +218,13 @@ class Run:
         test = load_dataset(cfg.dataset, "test", cfg.data_dir)
         check(cfg.target < test.num_classes, f"target class {cfg.target} is outside the label range [0, {test.num_classes}) of {cfg.dataset}")
         self.test = test
-        self.pool, self.held = defender_split(test, cfg.seed)
+        self.split = defender_split(test, cfg.seed)            # once: MESA, baseline and ideal all use this split
+        self.pool, self.held = self.split
         self.trigger = parse_trigger(cfg.trigger, cfg.target, test.num_classes)
         self.timing, self.models, self.report = {}, {}, None
         self.record = dict(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed, preset=cfg.preset,
                            trigger=self.trigger.record(cfg.location) if self.trigger else None,
-                           evaluation=dict(split="held", n=len(self.held), search_images=len(self.pool)))
+                           evaluation=dict(split="held", n=len(self.held), search_images=len(self.pool), held=self.held.digest()))
 
     @contextmanager
     def _timed(self, step: str):
@@ -264,12 +265,12 @@ class Run:
     def defend(self):
         "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        report, repaired = defend(model, self.test.images, self.test.labels, self.test.num_classes, self.test.mean, self.test.std,
-                                  trigger_size=tuple(self.trigger.pattern.shape[-2:]) if self.trigger else 3,
+        report, repaired = defend(model, split=self.split, trigger_size=tuple(self.trigger.pattern.shape[-2:]) if self.trigger else 3,
                                   betas=cfg.betas, alpha=cfg.alpha, objective=cfg.objective, threshold=cfg.threshold, detect_steps=cfg.detect_steps,
                                   search_steps=cfg.search_steps, batch=cfg.search_batch, recipe=cfg.recipe, original=self.trigger,
                                   bank=cfg.bank, check_triggers=cfg.check_triggers, check_images=cfg.check_images,
                                   classes=[cfg.target] if self.trigger else [], ensemble=cfg.ensemble, seed=cfg.seed, device=self.device)
+        check(report.settings["held"] == self.record["evaluation"]["held"], "the defense was judged on other held-out images than the run")
         self.report, self.models["repaired"] = report, repaired
         self.record["detection"] = dict(report.detection, target=cfg.target if self.trigger else None)
         self.record["defense"] = dict(mesa=report.defense["mesa"].get(str(cfg.target), {}) if self.trigger else {})

@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 
 from .core import atomic_path, check, check_out_folder, read_json, write_text
-from .viz import plot_after_defense, save_figures
+from .viz import plot_after_defense, plot_detection_matrix, save_figures
 
 # %% auto #0
-__all__ = ['PAPER', 'collect', 'check_record', 'failures', 'run_rows', 'run_table', 'summary_table', 'plot_margins', 'markdown',
-           'write_report']
+__all__ = ['PAPER', 'collect', 'check_record', 'failures', 'run_rows', 'run_table', 'summary_table', 'markdown', 'write_report']
 
 # %% ../nbs/11_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -170,18 +169,6 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/11_report.ipynb #67aebac6
-def plot_margins(df: pd.DataFrame, threshold: float = 0.5):
-    "Detection per run: the target's mean ASR of generated triggers against the highest other class's."
-    fig, ax = plt.subplots(figsize=(max(5, 0.22 * len(df) + 2), 3))
-    x = np.arange(len(df))
-    ax.plot(x, df.detect_target, "o", color="tab:red", ms=4, label="true target")
-    ax.plot(x, df.detect_other_max, "s", color="tab:gray", ms=4, label="highest other class")
-    ax.axhline(threshold, ls="--", color="k", lw=1, label=f"threshold {threshold}")
-    ax.set_xticks(x); ax.set_xticklabels(df.trigger, rotation=90, fontsize=7); ax.set_ylim(-0.02, 1.05)
-    ax.set_ylabel("mean ASR of\ngenerated triggers"); ax.legend(fontsize=7); fig.tight_layout()
-    return fig
-
-
 def markdown(df: pd.DataFrame, digits: int = 3) -> str:
     "A DataFrame as a Markdown table, numbers rounded to `digits`."
     cell = lambda v: "–" if isinstance(v, float) and math.isnan(v) else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
@@ -195,7 +182,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict:
     check(len(records) > 0, f"no finished runs (metrics.json) under {root}" + (f"; {len(fails)} failed: " + "; ".join(f"{f['run']}: {f.get('error', '?')}" for f in fails[:3])
                             + ("; ..." if len(fails) > 3 else "") if fails else ": run `mesa-nb batch` or `mesa-nb run` into it first"))
     out = check_out_folder(out or root)
-    for n in ("report.csv", "report.md", "after_defense.png", "detection_margins.png"):
+    for n in ("report.csv", "report.md", "after_defense.png", "detection_matrix.png"):
         check(not (out/n).is_dir(), f"{out/n} is a folder: move it away, the report writes a file of that name")
     out.mkdir(parents=True, exist_ok=True)
     df, paths = run_rows(records), {}
@@ -206,7 +193,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict:
     if fails: md += ["", "## Failed runs", ""] + [f"- `{f['run']}`: {f.get('error', '?')}" for f in fails]
     paths["md"] = write_text(out/"report.md", "\n".join(md) + "\n")
     bd = [r for r in records if r.get("trigger")]
-    figs = {"after_defense": plot_after_defense(bd) if bd else None, "detection_margins": plot_margins(run_rows(bd)) if bd else None}
+    figs = {"after_defense": plot_after_defense(bd) if bd else None, "detection_matrix": plot_detection_matrix(records)}
     paths.update(save_figures(figs, out))
     for fig in figs.values():
         if fig is not None: plt.close(fig)

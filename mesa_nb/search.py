@@ -22,9 +22,9 @@ from .mesa import SubModels, check_levels, mixture_weights, sample_mixture, vali
 from .threat import Trigger, stamp
 
 # %% auto #0
-__all__ = ['SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'normalized_images', 'ClassifierTest', 'classifier_test_function',
-           'trigger_asr', 'check_ensemble', 'Objective', 'as_objective', 'SearchResult', 'search', 'invalid_reasons',
-           'per_class_asr', 'search_classes', 'diagnose', 'print_diagnostics', 'plot_triggers']
+__all__ = ['SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'normalized_images', 'ClassifierTest', 'trigger_asr',
+           'check_ensemble', 'Objective', 'as_objective', 'SearchResult', 'search', 'invalid_reasons', 'per_class_asr',
+           'search_classes', 'diagnose', 'print_diagnostics']
 
 # %% ../nbs/07_search.ipynb #d930a95f
 @contextlib.contextmanager
@@ -95,14 +95,10 @@ class ClassifierTest:
         self.mean = torch.tensor(ds.mean, device=self.device).view(-1, 1, 1)      # (C, 1, 1)
         self.std = torch.tensor(ds.std, device=self.device).view(-1, 1, 1)
         self.rng = generator(seed, self.device)
-        with torch.no_grad(): out = self.logits(self.images[:2])
+        with torch.no_grad(): out = forward(self.model, self.images[:2])
         check(out.ndim == 2 and out.shape[1] == ds.num_classes,
               f"the classifier returned shape {tuple(out.shape)} for 2 images; expected (2, {ds.num_classes}) logits, "
               f"one per class of {ds.name or 'the data'}: pass the matching model or data")
-
-    def logits(self, x: Tensor) -> Tensor:  # (N, C, H, W) normalized -> (N, classes) float32
-        "The classifier's logits (`mesa_nb.models.forward`: bf16 autocast and channels-last on CUDA)."
-        return forward(self.model, x)
 
     def __call__(self, x: Tensor) -> Tensor:  # (K, B, C*h*w) -> (K, B)
         K, B, D = x.shape
@@ -115,17 +111,9 @@ class ClassifierTest:
         idx = torch.randint(0, len(self.images), (n,), generator=self.rng, device=self.device)
         imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B*m, C, H, W)
         c = self.chunk or n
-        p = torch.cat([self.logits(imgs[i:i + c]) for i in range(0, n, c)]).softmax(-1)   # (K*B*m, classes)
+        p = torch.cat([forward(self.model, imgs[i:i + c]) for i in range(0, n, c)]).softmax(-1)   # (K*B*m, classes): bf16 autocast on CUDA
         p = p.view(K, B * self.m, -1).gather(2, self.targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
         return p.view(K, B, self.m).mean(-1)                                   # (K, B)
-
-def classifier_test_function(model: nn.Module, ds: ImageSet, targets, trigger_shape=(3, 3, 3),
-                             location: str = "random", jitter: float = 0.0, seed: int = 0, device=None,
-                             chunk: int | None = None) -> ClassifierTest:
-    "Freeze `model` in place (eval, no parameter gradients, on `device`) and wrap it as a `ClassifierTest`."
-    dev = as_device(device)
-    model = prepare(model, dev).eval().requires_grad_(False)
-    return ClassifierTest(model, ds, targets, trigger_shape, location, jitter, seed, dev, chunk)
 
 # %% ../nbs/07_search.ipynb #e0354ea1
 @torch.no_grad()
@@ -385,23 +373,3 @@ def print_diagnostics(rows: list[dict]):
     print(f"{'target':>6} {'beta':>5} " + " ".join(f"{k:>16}" for k in keys))
     for r in rows:
         print(f"{r['target']:>6} {r['beta']:5.2f} " + " ".join(f"{r[k]:16.3f}" if isinstance(r[k], float) else f"{str(r[k]):>16}" for k in keys))
-
-# %% ../nbs/07_search.ipynb #ffe5d4f8
-def plot_triggers(patterns: Tensor,             # (n, C, h, w) or (rows, n, C, h, w) in [0, 1]
-                  titles: list[str] | None = None,   # one per row
-                  original: Trigger | None = None,   # drawn first in every row
-                  size: float = 0.6):
-    "Thumbnails of trigger patterns, one row per set."
-    import matplotlib.pyplot as plt
-    p = patterns.detach().float().cpu()
-    if p.dim() == 4: p = p[None]
-    rows, n = p.shape[:2]
-    cols = n + (original is not None)
-    fig, axs = plt.subplots(rows, cols, figsize=(size * cols, size * rows * 1.15), squeeze=False)
-    for r in range(rows):
-        items = ([original.pattern] if original is not None else []) + list(p[r])
-        for c, (ax, x) in enumerate(zip(axs[r], items)):
-            ax.imshow(x.permute(1, 2, 0).clamp(0, 1), interpolation="nearest", vmin=0, vmax=1); ax.set_xticks([]); ax.set_yticks([])
-            if c == 0 and original is not None: ax.set_title("original", fontsize=7)
-        if titles: axs[r, 0].set_ylabel(titles[r], fontsize=7, rotation=0, ha="right", va="center")
-    return fig

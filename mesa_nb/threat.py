@@ -203,8 +203,10 @@ class Poison:
     trigger: Trigger
     ratio: float
     location: str | tuple[int, int] = "random"
-    def __post_init__(self): check(0 <= self.ratio <= 1, f"poison ratio must be in [0, 1]; got {self.ratio}")
-    def __call__(self, x, y): return poison(x, y, self.trigger, self.ratio, self.location)
+    def __post_init__(self): check(0 <= self.ratio <= 1, f"poison ratio must be in [0, 1]; got {self.ratio}")   # once, here
+    def __call__(self, x, y):
+        x, hit = stamp_some(x, self.trigger.pattern, self.ratio, self.location)
+        return x, torch.where(hit, torch.full_like(y, self.trigger.target), y)
 
 
 def _check_target(trigger: Trigger, ds: ImageSet):
@@ -239,6 +241,5 @@ def backdoor(model: nn.Module,        # a trained clean model; fine-tuned in pla
              device=None, **fit_kwargs) -> list[dict]:
     "Implant a backdoor by poisoned fine-tuning (defaults: the paper's CIFAR-10 recipe); returns the history."
     _check_target(trigger, ds)
-    check(0 <= ratio <= 1, f"poison ratio must be in [0, 1]; got {ratio}")
     return fit(model, ds, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, schedule=schedule,
                weight_decay=weight_decay, transform=Poison(trigger, ratio, location), device=device, **fit_kwargs)

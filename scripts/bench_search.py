@@ -20,7 +20,7 @@ from mesa_nb.core import as_device
 from mesa_nb.data import ImageSet
 from mesa_nb.search import OBJECTIVES, ClassifierTest, frozen, normalized_images
 from mesa_nb.mesa import SubModels
-from mesa_nb.models import build_model
+from mesa_nb.models import build_model, forward
 from mesa_nb.threat import stamp
 
 from bench_train import print_header, timed_pair   # the shared timer (this folder)
@@ -46,7 +46,7 @@ def bench_floor(name, size, device, rounds, batch=128, objective="paper"):
 
         def floor():
             x = x_ready.detach().requires_grad_()
-            p = Fk.logits(x).softmax(-1)[:, 0]                                # (B,)
+            p = forward(model, x).softmax(-1)[:, 0]                             # (B,)
             torch.autograd.grad(p.sum(), x)
 
         def step(): sm.step(Fk, batch // ob.trigger_images)

@@ -129,7 +129,7 @@ def test_batch_killed_midway_resumes_with_every_run_once(tmp_path):
 def test_batch_records_a_failed_run_and_goes_on(tmp_path):
     from mesa_nb.experiment import make_config
     from mesa_nb.report import failures
-    from mesa_nb.runner import batch
+    from mesa_nb.batch import batch
     ok = make_config("smoke", trigger="none", out_dir=str(tmp_path), device="cpu")
     bad = make_config("smoke", trigger="170", out_dir=str(tmp_path), device="cpu", search_batch=5000)   # more than the images
     res = batch([bad, ok], progress=False, log=lambda *a: None)
@@ -171,7 +171,7 @@ def test_report_aggregates_records(tmp_path):
     import pandas as pd
     df = pd.read_csv(tmp_path/"report.csv")
     assert len(df) == 3 and math.isclose(df.set_index("run").loc["a", "margin"], 0.93, abs_tol=1e-4)
-    assert (tmp_path/"after_defense.png").stat().st_size > 0 and (tmp_path/"detection_margins.png").is_file()
+    assert (tmp_path/"after_defense.png").stat().st_size > 0 and (tmp_path/"detection_matrix.png").is_file()
     (tmp_path/"b"/"metrics.json").write_text("{ not json")
     bad = run_cli("report", tmp_path)
     assert bad.returncode == 2 and "b/metrics.json is not valid JSON" in bad.stderr
@@ -183,7 +183,7 @@ def test_defend_a_users_model(tmp_path):
     from safetensors.torch import save_file
     from mesa_nb.data import load_digits
     from mesa_nb.models import build_model, fit
-    from mesa_nb.runner import load_user_model
+    from mesa_nb.cli import load_user_model
     from mesa_nb.threat import backdoor, canonical_trigger
     torch.manual_seed(0)
     train, test = load_digits("train"), load_digits("test")
@@ -261,7 +261,7 @@ def test_bad_cli_input(tmp_path):
 def test_batch_on_a_dask_local_cluster(tmp_path):
     pytest.importorskip("distributed")
     from mesa_nb.experiment import make_config
-    from mesa_nb.runner import batch, plan
+    from mesa_nb.batch import batch, plan
     cfgs = plan(make_config("smoke", out_dir=str(tmp_path), device="cpu", baseline_runs=1), ["170", "none"])
     res = batch(cfgs, workers=2, engine="dask", progress=False, log=lambda *a: None)
     assert sorted(res["done"]) == ["digits-smallcnn-170-t0-s0", "digits-smallcnn-none-t0-s0"] and res["failed"] == []
@@ -288,7 +288,7 @@ def test_batch_on_a_dask_local_cluster(tmp_path):
     ("run", ["--weight-decay", "-0.1"], "setting weight_decay (--weight-decay) must be a number >= 0"),
 ])
 def test_every_setting_is_checked_before_any_work(tmp_path, capsys, cmd, args, message):
-    from mesa_nb.runner import main
+    from mesa_nb.cli import main
     assert main([cmd, "--preset", "smoke", "--out", str(tmp_path/"never"), "--no-progress" if cmd == "batch" else "--save-models", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mesa-nb: error:") and message in err[0], err
@@ -296,7 +296,7 @@ def test_every_setting_is_checked_before_any_work(tmp_path, capsys, cmd, args, m
 
 
 def test_run_help_explains_every_setting(capsys):
-    from mesa_nb.runner import main
+    from mesa_nb.cli import main
     with pytest.raises(SystemExit): main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     for text in ["--nesterov, --no-nesterov Nesterov momentum in poisoned fine-tuning and retraining",

@@ -99,3 +99,32 @@ def test_defend_bad_input():
         defend(model, test.images, test.labels, 10, ensemble="mean")
     with pytest.raises(MesaError, match=r"schedule weighs betas \[0.5, 0.8, 0.9\]; got betas \[0.9\]"):
         defend(model, test.images, test.labels, 10, betas=(0.9,), ensemble="schedule")
+
+
+def test_every_method_is_judged_on_the_same_held_out_images(tmp_path, monkeypatch):
+    "The split happens once per run: clean, attack, MESA (each level and the ensemble), baseline and ideal see one held-out set."
+    import mesa_nb.defense as defense
+    import mesa_nb.experiment as experiment
+    from mesa_nb.experiment import Run, make_config
+    seen, real = [], defense.evaluate
+
+    def spy(model, held, *a, **kw):
+        seen.append(held.digest())
+        return real(model, held, *a, **kw)
+
+    monkeypatch.setattr(defense, "evaluate", spy); monkeypatch.setattr(experiment, "evaluate", spy)
+    run = Run(make_config("smoke", out_dir=str(tmp_path), device="cpu", save_models=False), log=lambda *a: None)
+    run.clean(); run.attack(); run.defend(); run.baseline(); run.ideal()
+    # clean + attack + 4 MESA candidates + baseline runs + ideal
+    assert len(seen) == 2 + 4 + run.cfg.baseline_runs + 1
+    assert set(seen) == {run.held.digest()} == {run.record["evaluation"]["held"]} == {run.report.settings["held"]}
+
+
+def test_defend_splits_as_a_run_does_or_takes_the_split():
+    from mesa_nb.defense import defend
+    test = load_digits("test")
+    model = build_model("smallcnn")
+    with pytest.raises(MesaError, match="either as images and labels .* or as one `split`, not both"):
+        defend(model, test.images, test.labels, 10, split=defender_split(test, 0))
+    with pytest.raises(MesaError, match="either as images and labels"):
+        defend(model)

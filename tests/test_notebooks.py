@@ -99,7 +99,7 @@ def test_imports_point_only_to_earlier_notebooks():
     for nb in sorted((ROOT/"nbs").glob("[0-9][0-9]_*.ipynb")):
         m = re.search(r"#\|\s*default_exp\s+(\w+)", nb.read_text(encoding="utf-8"))
         if m: order[m.group(1)] = int(nb.name[:2])
-    assert {"core", "mesa", "theory", "search", "defense", "runner"} <= set(order)
+    assert {"core", "mesa", "theory", "search", "defense", "batch", "cli"} <= set(order)
     upward = []
     for mod, num in order.items():
         text = (ROOT/"mesa_nb"/f"{mod}.py").read_text(encoding="utf-8")

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from mesa_nb.data import load_digits
 from mesa_nb.models import build_model
-from mesa_nb.runner import main
+from mesa_nb.cli import main
 from test_cli import record
 
 
@@ -140,7 +140,7 @@ def test_defend_refuses_bad_input_before_detection(user, capsys, case):
 
 def test_templates_never_come_from_the_working_directory(tmp_path, monkeypatch):
     from conftest import ROOT
-    from mesa_nb.runner import template
+    from mesa_nb.batch import template
     for d in (tmp_path/"nbs"/"experiments", tmp_path/"experiments"):
         d.mkdir(parents=True); (d/"run.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "import os; os.system(\'touch pwned\')"}]}')
     monkeypatch.chdir(tmp_path); monkeypatch.delenv("MESA_NB_TEMPLATES", raising=False)
@@ -165,7 +165,7 @@ def test_a_wheel_ships_the_templates_and_runs_only_those(tmp_path):
     (tmp_path/"nbs"/"experiments").mkdir(parents=True)
     (tmp_path/"nbs"/"experiments"/"run.ipynb").write_text("{}")                     # a look-alike in the working folder
     env = {k: v for k, v in os.environ.items() if k != "MESA_NB_TEMPLATES"} | {"PYTHONPATH": str(tmp_path/"site")}
-    out = subprocess.run([sys.executable, "-c", "from mesa_nb.runner import template; print(template('run')); print(template('report'))"],
+    out = subprocess.run([sys.executable, "-c", "from mesa_nb.batch import template; print(template('run')); print(template('report'))"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout.split()
     assert out == [str(tmp_path/"site"/"mesa_nb"/"templates"/"run.ipynb"), str(tmp_path/"site"/"mesa_nb"/"templates"/"report.ipynb")]
     assert (tmp_path/"site"/"mesa_nb"/"templates"/"run.ipynb").read_bytes() == (ROOT/"nbs"/"experiments"/"run.ipynb").read_bytes()

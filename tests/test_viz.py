@@ -7,7 +7,8 @@ import torch
 from matplotlib.figure import Figure
 
 from mesa_nb.core import MesaError
-from mesa_nb.viz import embed, plot_after_defense, plot_detection, plot_embedding, plot_trigger_grid, plot_training_curves
+from mesa_nb.viz import (after_defense_frame, embed, plot_after_defense, plot_detection, plot_detection_matrix, plot_embedding,
+                         plot_trigger_grid, plot_training_curves)
 
 
 def record(tid, base=None, mesa=None, ideal=None):
@@ -26,7 +27,24 @@ def test_fig4_sorted_by_baseline_and_tolerates_missing_parts():
     assert isinstance(fig, Figure)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "7", "170"]
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert {"baseline (mean ± std)", "ideal", "MESA β=0.9", "MESA ensemble"} == set(labels)   # β=0.5: never valid, no entry
+    assert {"baseline", "ideal", "MESA β=0.9", "MESA ensemble"} == set(labels)   # β=0.5: never valid, no entry
+
+
+def test_fig4_draws_every_baseline_run_so_the_worst_is_seen():
+    r = record(170, None, {"ensemble": {"asr": 0.02}})
+    r["defense"]["baseline"] = dict(runs=[dict(asr=a) for a in (0.01, 0.02, 0.6)])
+    frame = after_defense_frame([r])
+    assert sorted(frame[frame.method == "baseline"].asr) == [0.01, 0.02, 0.6]
+    ys = [y for c in plot_after_defense([r]).axes[0].collections for _, y in c.get_offsets()]
+    assert 0.6 in [round(float(y), 6) for y in ys]
+
+
+def test_detection_matrix_boxes_each_target_and_takes_clean_controls():
+    rec = lambda t, target: dict(trigger=dict(kind="canonical", id=t, target=target) if target is not None else None,
+                                 detection=dict(per_class_asr=[0.1] * 10))
+    fig = plot_detection_matrix([rec(170, 3), rec(0, 0), rec(None, None)])
+    assert [(p.get_x(), p.get_y()) for p in fig.axes[0].patches] == [(3, 0), (0, 1)]
+    with pytest.raises(MesaError, match="needs `detection`"): plot_detection_matrix([dict(trigger=None)])
 
 
 def test_other_plots_return_figures():
