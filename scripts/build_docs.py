@@ -299,7 +299,12 @@ def build(out: Path, run: bool, workers: int) -> int:
     from mkdocs.config import load_config
 
     (out / "mkdocs.yml").write_text(json.dumps(config, indent=1), encoding="utf-8")
-    mkdocs_build(load_config(str(out / "mkdocs.yml"), strict=True))
+    cwd = os.getcwd()
+    try:                                       # mkdocs-jupyter keeps its cache under the working folder: the build's own
+        os.chdir(out)
+        mkdocs_build(load_config(str(out / "mkdocs.yml"), strict=True))
+    finally:
+        os.chdir(cwd)
     return check(site, nbs, rel, public, failed)
 
 
