@@ -90,7 +90,8 @@ def plot_embedding(coords: np.ndarray,                    # (n, 2) from `embed`
 
 # %% ../nbs/09_viz.ipynb #1ee4b931
 def _label(trigger: Mapping) -> str:
-    return str(trigger.get("id", trigger.get("name")))
+    "A trigger's short unique name: a canonical trigger's id ('170'), any other's full name ('color:0')."
+    return str(trigger["id"]) if trigger.get("kind") == "canonical" and "id" in trigger else str(trigger.get("name", trigger.get("id")))
 
 
 def after_defense_frame(records: Sequence[Mapping],  # run records (SPEC §7), each with `trigger` and `defense`
@@ -150,7 +151,7 @@ def plot_detection_matrix(records: Sequence[Mapping],   # run records (SPEC §7)
     "Detection over many runs as a heatmap: the mean ASR of generated triggers per (run, class), each run's true target boxed."
     check(len(records) > 0, "no run records to plot")
     for r in records: check("detection" in r, "each record needs `detection` (SPEC §7)")
-    names = [_label(r["trigger"]) if r.get("trigger") else f"none ({i})" for i, r in enumerate(records)]   # clean controls: no trigger
+    names = [_label(r["trigger"]) if r.get("trigger") else f"none (seed {r.get('seed', i)})" for i, r in enumerate(records)]   # clean controls
     m = pd.DataFrame([r["detection"]["per_class_asr"] for r in records], index=names)
     fig, ax = plt.subplots(figsize=(0.45 * m.shape[1] + 2.5, 0.3 * len(m) + 1.2))
     sns.heatmap(m, vmin=0, vmax=1, cmap="rocket_r", annot=m.shape[1] <= 12, fmt=".2f", annot_kws={"fontsize": 6},
