@@ -116,9 +116,11 @@ def _die_with(parent: int):
     threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
-def _init_worker(slots, threads: int):
+def _init_worker(slots, threads: int, driver: int):
     "Give this worker process its GPU (when several) and its share of CPU threads; papermill kernels inherit both."
-    _die_with(os.getppid())
+    # the driver's pid comes from the driver: a worker still starting up when the driver is killed would read
+    # its new parent (init) from os.getppid() here, and then wait on that one forever
+    _die_with(driver)
     gpu = slots.get()
     if gpu is not None: os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
@@ -179,7 +181,7 @@ def batch(cfgs: list[RunConfig],
             slots = ctx.Queue()
             for i in range(workers): slots.put(i % gpus if gpus > 1 else None)
             threads = max(1, (os.cpu_count() or 1) // workers)
-            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads)) as ex:
+            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads, os.getpid())) as ex:
                 futs = {ex.submit(_execute, asdict(c), notebook): c for c in todo}
                 for f in cf.as_completed(futs): settle(futs[f], *f.result())
     finally: bar.close()
