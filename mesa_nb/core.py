@@ -12,7 +12,10 @@ import random
 import subprocess
 import tempfile
 import time
+import types
+import typing
 from contextlib import contextmanager
+from dataclasses import MISSING, fields, is_dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +25,7 @@ import torch
 
 # %% auto #0
 __all__ = ['MesaError', 'NonFiniteError', 'check', 'one_line', 'default_device', 'as_device', 'set_device', 'seed_everything',
-           'generator', 'atomic_path', 'write_text', 'write_json', 'read_json', 'environment', 'RunDir',
+           'generator', 'atomic_path', 'write_text', 'write_json', 'read_json', 'JsonRecord', 'environment', 'RunDir',
            'check_out_folder', 'RunBusy', 'run_lock']
 
 # %% ../nbs/00_core.ipynb #0e5eb8f3
@@ -144,6 +147,106 @@ def _to_builtin(o):
     if isinstance(o, np.ndarray): return o.tolist()
     if isinstance(o, Path): return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+# %% ../nbs/00_core.ipynb #39cf6006
+class _FieldError(Exception):
+    "A wrong field: its dotted path and what is wrong with it."
+    def __init__(self, path: str, what: str): super().__init__(f"{path} {what}"); self.path, self.what = path, what
+
+
+def _show(v) -> str:
+    "A value as a short quote for an error message."
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+_HINTS: dict = {}
+
+
+def _hints(cls) -> dict:
+    "The resolved field annotations of a dataclass (cached)."
+    if cls not in _HINTS: _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _parse(tp, v, path: str):
+    "`v` read as type `tp`; a `_FieldError` naming `path` when it is not one."
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is typing.Any: return v
+    if origin in (typing.Union, types.UnionType):
+        if v is None and type(None) in args: return None
+        rest = [a for a in args if a is not type(None)]
+        errors = []
+        for a in rest:
+            try: return _parse(a, v, path)
+            except _FieldError as e: errors.append(e)
+        raise errors[0] if len(rest) == 1 else _FieldError(path, f"must be one of {' or '.join(getattr(a, '__name__', str(a)) for a in rest)}; got {_show(v)}")
+    if v is None: raise _FieldError(path, "is null; it needs a value")
+    if is_dataclass(tp): return tp._from(v, path)
+    if origin is list or tp is list:
+        if not isinstance(v, list): raise _FieldError(path, f"must be a list; got {_show(v)}")
+        return [_parse(args[0], x, f"{path}[{i}]") for i, x in enumerate(v)] if args else v
+    if origin is dict or tp is dict:
+        if not isinstance(v, dict): raise _FieldError(path, f"must be an object; got {_show(v)}")
+        return {k: _parse(args[1], x, f"{path}.{k}") for k, x in v.items()} if args else v
+    if tp is float:
+        if not _is_number(v): raise _FieldError(path, f"must be a number; got {_show(v)}")
+        return float(v)
+    if tp is int:
+        if not (isinstance(v, int) and not isinstance(v, bool)): raise _FieldError(path, f"must be an integer; got {_show(v)}")
+        return v
+    if tp in (str, bool):
+        if not isinstance(v, tp): raise _FieldError(path, f"must be {'text' if tp is str else 'true or false'}; got {_show(v)}")
+        return v
+    raise TypeError(f"JsonRecord cannot read fields of type {tp}")
+
+
+def _jsonable(v):
+    "A record's value as plain JSON-ready data."
+    if isinstance(v, JsonRecord): return v.to_json()
+    if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
+    return v
+
+
+class JsonRecord:
+    "A dataclass stored as JSON: `to_json`, and `from_json`, which checks every field and names the first wrong one."
+    def to_json(self) -> dict:
+        "Plain JSON-ready data; unset optional fields (None, with a default of None) are left out."
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)
+                if f.metadata.get("json", True) and not (getattr(self, f.name) is None and f.default is None)}
+
+    def validate(self, need) -> None:
+        "Checks beyond the types: call `need(ok, field, what)` for each (a subclass adds its own)."
+
+    @classmethod
+    def _from(cls, data, path: str):
+        if not isinstance(data, dict): raise _FieldError(path, f"must be an object; got {_show(data)}")
+        stored = [f for f in fields(cls) if f.metadata.get("json", True)]
+        names, at = {f.name for f in stored}, (lambda k: f"{path}.{k}" if path else k)
+        unknown = sorted(set(data) - names)
+        if unknown: raise _FieldError(at(unknown[0]), f"is not a field of {cls.__name__} (fields: {', '.join(sorted(names))})")
+        hints, kw = _hints(cls), {}
+        for f in stored:
+            if f.name in data: kw[f.name] = _parse(hints[f.name], data[f.name], at(f.name))
+            elif f.default is MISSING and f.default_factory is MISSING: raise _FieldError(at(f.name), "is missing")
+        obj = cls(**kw)
+        def need(ok, name, what):
+            if not ok: raise _FieldError(at(name) if name else path or cls.__name__, what)
+        obj.validate(need)
+        return obj
+
+    @classmethod
+    def from_json(cls, data,            # parsed JSON (a dict)
+                  where: str = "",      # what the data is, for messages (a file's path)
+                  fix: str = "fix or remove that field") -> "JsonRecord":
+        "The record held by `data`; a `MesaError` naming `where` and the first wrong field when it is not one."
+        try: return cls._from(data, "")
+        except _FieldError as e:
+            raise MesaError(f"{where or 'the data'} is not a {cls.__name__}: {e.path or 'it'} {e.what}; {fix}") from None
 
 # %% ../nbs/00_core.ipynb #a028e40c
 _VERSIONED = ("mesa_nb", "torch", "numpy", "scikit-learn", "safetensors", "matplotlib", "seaborn", "papermill", "nbdev")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import NonFiniteError, as_device, check, environment, generator
+from .core import JsonRecord, NonFiniteError, as_device, check, environment, generator
 from .data import ImageSet, Split, batches, defender_split, normalize, to_float
 from .search import (Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
                             trigger_asr)
@@ -25,8 +25,9 @@ from .models import accuracy, fit, forward
 from .threat import Trigger, attack_success_rate, stamp, stamp_some
 
 # %% auto #0
-__all__ = ['Sampler', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn', 'evaluate',
-           'reverse_trigger', 'ideal_defense', 'baseline_defense', 'as_image_set', 'DefenseReport', 'defend']
+__all__ = ['Sampler', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn', 'Evaluation', 'Candidate',
+           'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense',
+           'as_image_set', 'DefenseReport', 'defend']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 def flag_classes(per_class_asr,               # mean ASR of generated triggers, one per class: (num_classes,)
@@ -104,12 +105,77 @@ def unlearn(model: nn.Module,               # the suspect model; a repaired copy
     return repaired
 
 
+
+
+# %% ../nbs/08_defense.ipynb #3c7cb9b5
+def _rate(need, name, v):
+    need(v is None or 0 <= v <= 1, name, f"must be a rate in [0, 1]; got {v}")
+
+
+@dataclass
+class Evaluation(JsonRecord):
+    "A model on the held-out images: clean accuracy, and the original trigger's ASR when there is one."
+    accuracy: float               # clean accuracy on the held-out images
+    asr: float | None = None      # attack success rate of the original trigger there (None: no trigger known)
+
+    def validate(self, need): _rate(need, "accuracy", self.accuracy); _rate(need, "asr", self.asr)
+
+
+@dataclass
+class Candidate(Evaluation):
+    "One MESA repair (a level's triggers, or the ensemble's) judged on the held-out images."
+    sampled_asr: float | None = None  # ASR there of the generated triggers it retrained on (measurable without the attack)
+    entropy: float | None = None      # k-NN entropy of those triggers, nats: their spread
+    valid: bool = True                # the sub-model met its level (the ensemble: some sub-model did)
+    mean_f: float | None = None       # the sub-model's mean F after training (levels only)
+    alpha: float | None = None        # its entropy weight at the end of the search (levels only)
+    invalid: str | None = None        # why it is invalid, when it is
+
+    def validate(self, need): super().validate(need); _rate(need, "sampled_asr", self.sampled_asr)
+
+
+@dataclass
+class BaselineRun(Evaluation):
+    "One run of the single-trigger baseline: the repaired model, and the trigger it reversed."
+    pattern: list = field(default_factory=list)   # the reversed trigger, (C, h, w) nested lists in [0, 1]
+    trigger_asr: float | None = None              # that trigger's ASR on the backdoored model
+
+
+@dataclass
+class Baseline(JsonRecord):
+    "The single-trigger baseline over its runs: each run, and the mean, spread and worst ASR of the original trigger."
+    runs: list[BaselineRun]
+    asr_mean: float | None = None
+    asr_std: float | None = None
+    asr_max: float | None = None
+
+    @property
+    def accuracy(self) -> float: return sum(r.accuracy for r in self.runs) / len(self.runs)
+
+    def validate(self, need): need(len(self.runs) >= 1, "runs", "must hold at least one run")
+
+
+@dataclass
+class Detection(JsonRecord):
+    "Which classes look attacked: the mean ASR of each class's generated triggers, the threshold, the flagged classes."
+    per_class_asr: list[float]
+    threshold: float
+    flagged: list[int]
+    target: int | None = None     # the true target, when known (a research run); None for a clean control
+
+    def validate(self, need):
+        n = len(self.per_class_asr)
+        need(n >= 2 and all(0 <= a <= 1 for a in self.per_class_asr), "per_class_asr", f"must be 2 or more ASRs in [0, 1]; got {self.per_class_asr}")
+        need(0 < self.threshold < 1, "threshold", f"must be a mean ASR in (0, 1); got {self.threshold}")
+        need(all(0 <= c < n for c in self.flagged), "flagged", f"must be class indices in [0, {n}); got {self.flagged}")
+        need(self.target is None or 0 <= self.target < n, "target", f"must be a class in [0, {n}); got {self.target}")
+
+
 def evaluate(model: nn.Module, held: ImageSet, original: Trigger | None,
-             location: str = "random", seed: int = 0, device=None) -> dict:
+             location: str = "random", seed: int = 0, device=None) -> Evaluation:
     "Clean accuracy on the held-out split, and the ASR of the original trigger when there is one."
-    out = dict(accuracy=accuracy(model, held, device=device))
-    if original is not None: out["asr"] = attack_success_rate(model, held, original, location, seed, device=device)
-    return out
+    return Evaluation(accuracy(model, held, device=device),
+                      None if original is None else attack_success_rate(model, held, original, location, seed, device=device))
 
 # %% ../nbs/08_defense.ipynb #78d8f21b
 def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
@@ -139,8 +205,8 @@ def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
 
 
 def ideal_defense(model: nn.Module, search: ImageSet, held: ImageSet, original: Trigger,
-                  recipe: Retrain = Retrain(), seed: int = 0, device=None) -> tuple[dict, nn.Module]:
-    "Retrain with the original trigger (the best a defender could do) and evaluate: (record, repaired model)."
+                  recipe: Retrain = Retrain(), seed: int = 0, device=None) -> tuple[Evaluation, nn.Module]:
+    "Retrain with the original trigger (the best a defender could do) and evaluate: (evaluation, repaired model)."
     repaired = unlearn(model, search, fixed_sampler(original.pattern.to(as_device(device))), recipe, device)
     return evaluate(repaired, held, original, recipe.location, seed, device), repaired
 
@@ -149,20 +215,18 @@ def baseline_defense(model: nn.Module, search: ImageSet, held: ImageSet, target:
                      original: Trigger | None = None,
                      runs: int = 10,                     # independent reversals (the paper: 10)
                      recipe: Retrain = Retrain(), shape: tuple[int, int, int] = (3, 3, 3),
-                     reverse_epochs: int = 5, seed: int = 0, device=None) -> dict:
+                     reverse_epochs: int = 5, seed: int = 0, device=None) -> Baseline:
     "The single-trigger baseline, `runs` times: reverse, retrain, evaluate; mean, spread and worst ASR."
     check(runs >= 1, f"runs must be >= 1; got {runs}")
     out = []
     for k in range(runs):
         trig = reverse_trigger(model, search, target, shape, epochs=reverse_epochs, location=recipe.location, seed=seed + k, device=device)
         repaired = unlearn(model, search, fixed_sampler(trig.pattern.to(as_device(device))), recipe, device)
-        out.append(dict(evaluate(repaired, held, original, recipe.location, seed, device), pattern=trig.pattern.tolist(),
-                        trigger_asr=attack_success_rate(model, held, trig, recipe.location, seed, device=device)))
-    rec = dict(runs=out)
-    if original is not None:
-        asr = torch.tensor([r["asr"] for r in out], dtype=torch.float64)
-        rec.update(asr_mean=asr.mean().item(), asr_std=asr.std(unbiased=False).item(), asr_max=asr.max().item())
-    return rec
+        out.append(BaselineRun(**vars(evaluate(repaired, held, original, recipe.location, seed, device)), pattern=trig.pattern.tolist(),
+                               trigger_asr=attack_success_rate(model, held, trig, recipe.location, seed, device=device)))
+    if original is None: return Baseline(out)
+    asr = torch.tensor([r.asr for r in out], dtype=torch.float64)
+    return Baseline(out, asr.mean().item(), asr.std(unbiased=False).item(), asr.max().item())
 
 # %% ../nbs/08_defense.ipynb #4e0adf58
 def as_image_set(images: torch.Tensor,        # (N, C, H, W) uint8, or float pixels in [0, 1]
@@ -186,40 +250,36 @@ def as_image_set(images: torch.Tensor,        # (N, C, H, W) uint8, or float pix
     check(images.dtype == torch.uint8, f"images must be uint8 or float in [0, 1]; got {images.dtype}")
     return ImageSet(images.contiguous(), labels.long().reshape(-1), [str(c) for c in range(num_classes)], mean, std, name)
 
-
+# %% ../nbs/08_defense.ipynb #aee1f23e
 @dataclass
-class DefenseReport:
-    "What `defend` found and did: detection, each candidate repair, the choice, timings."
-    detection: dict                  # per_class_asr, threshold, flagged (SPEC §7)
-    defense: dict                    # {"mesa": {class: {"0.5": {...}, ..., "ensemble": {...}}}}
-    chosen: str | None               # which candidate the returned model is, None when nothing was flagged
-    timing: dict
+class DefenseReport(JsonRecord):
+    "What `defend` found and did: detection, each candidate repair, the choice, timings (`to_json` for the file)."
+    detection: Detection
+    mesa: dict[str, dict[str, Candidate]]  # repaired class -> candidate ("0.5", ..., "ensemble") -> how it did
+    chosen: str | None                     # which candidate the returned model is, None when nothing was flagged
+    timing: dict[str, float]
     settings: dict
     environment: dict
-    searches: dict = field(default_factory=dict, repr=False, compare=False)  # "detection" and each removed class -> SearchResult
+    searches: dict = field(default_factory=dict, repr=False, compare=False, metadata={"json": False})  # "detection" and each removed class -> SearchResult
 
     @property
-    def flagged(self) -> list[int]: return self.detection["flagged"]
+    def flagged(self) -> list[int]: return self.detection.flagged
 
     def summary(self) -> str:
         "A short human-readable account."
         d = self.detection
-        lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d["per_class_asr"])),
-                 f"threshold {d['threshold']}: " + (f"flagged {d['flagged']}" if d["flagged"] else "no class flagged, no backdoor detected; model returned unchanged")]
-        for c, cands in self.defense.get("mesa", {}).items():
+        lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d.per_class_asr)),
+                 f"threshold {d.threshold}: " + (f"flagged {d.flagged}" if d.flagged else "no class flagged, no backdoor detected; model returned unchanged")]
+        for c, cands in self.mesa.items():
             for name, r in cands.items():
-                extra = f", ASR of the original trigger {r['asr']:.3f}" if "asr" in r else ""
-                if not r.get("valid", True): extra += " (invalid: " + ("mean F below beta)" if name != "ensemble" else "no sub-model passed the validity check, all mixed)")
-                lines.append(f"class {c} {'beta ' + name if name != 'ensemble' else 'ensemble'}: accuracy {r['accuracy']:.3f}, "
-                             f"ASR of discovered triggers {r['sampled_asr']:.3f}{extra}")
+                extra = f", ASR of the original trigger {r.asr:.3f}" if r.asr is not None else ""
+                if not r.valid: extra += " (invalid: " + ("mean F below beta)" if name != "ensemble" else "no sub-model passed the validity check, all mixed)")
+                lines.append(f"class {c} {'beta ' + name if name != 'ensemble' else 'ensemble'}: accuracy {r.accuracy:.3f}, "
+                             f"ASR of discovered triggers {r.sampled_asr:.3f}{extra}")
         if self.chosen: lines.append(f"returned model: {self.chosen}")
         return "\n".join(lines)
 
-    def record(self) -> dict:
-        "The JSON-ready record: everything but the trained searches."
-        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "searches"}
-
-
+# %% ../nbs/08_defense.ipynb #95c5fc9b
 def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha, batch, classes, betas, ensemble):
     "Every setting of `defend`, checked before any search runs."
     _, h, w = shape
@@ -239,8 +299,7 @@ def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha
 def _banks(res: SearchResult, c: int, bank: int, ensemble: str, seed: int) -> dict[str, Tensor]:
     "The triggers each removal candidate retrains on: `bank` samples per level, and of the ensemble (of every level when none is valid)."
     banks = {f"{float(b):g}": res.sample(bank, seed + 1)[res.index(c, float(b))[0]] for b in res.betas.tolist()}
-    any_valid = bool(res.keep[torch.tensor(res.index(c))].any())
-    banks["ensemble"] = res.ensemble_sample(bank, c, weights=ensemble, valid_only=any_valid, seed=seed + 2)[0]
+    banks["ensemble"] = res.ensemble_sample(bank, c, weights=ensemble, valid_only=_any_valid(res, c), seed=seed + 2)[0]
     return banks
 
 
@@ -248,20 +307,24 @@ def _judge(m: nn.Module, held: ImageSet, original, pats: Tensor, c: int, shape, 
            check_triggers: int, check_images: int, seed: int, device) -> dict:
     "A repaired model on the held-out images: accuracy, the original trigger's ASR, and the ASR of the triggers it retrained on."
     rec = evaluate(m, held, original, recipe.location, seed, device)
-    rec["sampled_asr"] = float(trigger_asr(m, held, pats[:check_triggers], c, shape, recipe.location, images=check_images, seed=seed, device=device).mean())
-    rec["entropy"] = float(knn_entropy(pats[:512].flatten(1).float().cpu()))   # k-NN, nats: the spread of what was retrained on
-    return rec
+    return dict(vars(rec), sampled_asr=float(trigger_asr(m, held, pats[:check_triggers], c, shape, recipe.location, images=check_images, seed=seed, device=device).mean()),
+                entropy=float(knn_entropy(pats[:512].flatten(1).float().cpu())))   # k-NN, nats: the spread of what was retrained on
+
+
+def _any_valid(res: SearchResult, c: int) -> bool:
+    "Whether any sub-model of class `c` met its level."
+    return bool(res.keep[torch.tensor(res.index(c))].any())
 
 
 def _validity(res: SearchResult, c: int, name: str) -> dict:
     "Whether the sub-model behind a candidate met its level (the ensemble: whether any did), and why not."
-    if name == "ensemble": return dict(valid=bool(res.keep[torch.tensor(res.index(c))].any()))
+    if name == "ensemble": return dict(valid=_any_valid(res, c))
     i = res.index(c, float(name))[0]
     out = dict(valid=bool(res.keep[i]), mean_f=float(res.f_mean[i]), alpha=float(res.history["alpha"][-1, i]))
     if res.reasons[i]: out["invalid"] = res.reasons[i]
     return out
 
-
+# %% ../nbs/08_defense.ipynb #3d4114f3
 def defend(model: nn.Module,                  # the suspect classifier: normalized (N, C, H, W) -> (N, num_classes)
            images: torch.Tensor | None = None,  # the defender's clean images, uint8 or float pixels in [0, 1]
            labels: torch.Tensor | None = None,  # their true labels
@@ -309,18 +372,18 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     flagged = flag_classes(asr, threshold)
     t_detect = time.perf_counter() - t0
     # 2. repair each class: MESA per level, then Eq. 5 with each level's and the ensemble's triggers; keep the ensemble's
-    defense, repaired, chosen, searches = {"mesa": {}}, model, [], {"detection": det}
+    mesa, repaired, chosen, searches = {}, model, [], {"detection": det}
     for c in (flagged if classes is None else [int(c) for c in classes]):
         res = searches[c] = search(model, search_ds, c, betas, alpha, steps=search_steps, objective=ob, **common)
         cands, models, g = {}, {}, generator(seed, device)          # one stream of trigger draws per class, across its candidates
         for name, pats in _banks(res, c, bank, ensemble, seed).items():
             models[name] = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
-            cands[name] = _judge(models[name], held, original, pats, c, shape, recipe, check_triggers, check_images, seed, device)
-            cands[name].update(_validity(res, c, name))
-        defense["mesa"][str(c)] = cands
+            cands[name] = Candidate(**_judge(models[name], held, original, pats, c, shape, recipe, check_triggers, check_images, seed, device),
+                                    **_validity(res, c, name))
+        mesa[str(c)] = cands
         repaired = models["ensemble"]; chosen.append(f"ensemble of class {c}")
     chosen = ", ".join(chosen) or None
-    report = DefenseReport(dict(per_class_asr=asr.tolist(), threshold=threshold, flagged=flagged), defense, chosen,
+    report = DefenseReport(Detection(asr.tolist(), threshold, flagged), mesa, chosen,
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect),
                            dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
                                 search_steps=search_steps, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,

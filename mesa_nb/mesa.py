@@ -6,18 +6,20 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import Tensor, nn
 
 from .core import NonFiniteError, as_device, check, generator
 from .mine import BatchedLinear, StatisticsNetwork, dv_bound, knn_entropy, knn_entropy_rate, mine_loss
 
 # %% auto #0
-__all__ = ['check_levels', 'levels', 'mixture_weights', 'BatchedBatchNorm', 'TriggerGenerator', 'SubModels', 'validity',
-           'sample_mixture']
+__all__ = ['check_levels', 'levels', 'mixture_weights', 'BatchedBatchNorm', 'TriggerGenerator', 'Networks', 'SubModels',
+           'validity', 'sample_mixture']
 
 # %% ../nbs/05_mesa.ipynb #904bd3a9
 def check_levels(beta) -> Tensor:
@@ -110,6 +112,21 @@ class TriggerGenerator(nn.Module):
         return torch.sigmoid(self.l3(h))                              # (K, B, out_dim)
 
 # %% ../nbs/05_mesa.ipynb #d19d4809
+@dataclass(frozen=True)
+class Networks:
+    "The sizes of a sub-model's networks: the generator's noise and width, and the MINE critic's width."
+    noise_dim: int = 64          # size of the generator's noise z (paper: 64)
+    hidden: int = 512            # generator width (paper: 512; CIFAR-100: 2048)
+    critic_hidden: int = 512     # statistics-network width (used by the MINE entropy term only)
+    noise: str = "uniform"       # the noise: 'uniform' on [-1, 1] (paper's appendix) or 'normal' (main text)
+
+    def __post_init__(self):
+        for k in ("noise_dim", "hidden", "critic_hidden"):
+            v = getattr(self, k)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"network setting {k} must be an integer >= 1; got {v!r}")
+        check(self.noise in ("uniform", "normal"), f"noise must be 'uniform' or 'normal'; got {self.noise!r}")
+
+
 class SubModels(nn.Module):
     "K MESA sub-models (a generator each, and a MINE critic when the entropy term is MINE's) trained side by side on one test function."
     TERMS = ("test function F", "entropy term", "generator loss", "critic loss")
@@ -118,10 +135,7 @@ class SubModels(nn.Module):
     def __init__(self, dim: int,                     # size of a sample (27 for a 3x3x3 trigger)
                  beta,                               # level of each sub-model, in (0, 1): (K,)
                  alpha=0.1,                          # entropy weight, >= 0: a float or one per sub-model (K,); with `slack`, its start
-                 noise_dim: int = 64,                # generator noise size
-                 hidden: int = 512,                  # generator width
-                 critic_hidden: int = 512,           # statistics-network width
-                 noise: str = "uniform",             # generator noise: 'uniform' or 'normal'
+                 networks: Networks = Networks(),    # sizes of the generators (and critics)
                  rate: float = 0.001,                # MINE moving-average rate
                  lr: float = 2e-4,                   # Adam learning rate of the generators
                  critic_lr: float | None = None,     # Adam learning rate of the critics (default: lr)
@@ -146,8 +160,9 @@ class SubModels(nn.Module):
         check(slack is None or bool((alpha > 0).all()), "an adapted alpha must start above 0: pass alpha > 0 with slack, or slack=None for alpha = 0")
         check(alpha_lr > 0 and int(critic_steps) >= 1, f"alpha_lr must be > 0 and critic_steps >= 1; got {alpha_lr}, {critic_steps}")
         init = generator(seed)
-        self.gen = TriggerGenerator(dim, noise_dim, hidden, k, noise, generator=init)
-        self.critic = StatisticsNetwork(dim, noise_dim, critic_hidden, k, generator=init) if entropy == "mine" else None
+        nw = networks
+        self.gen = TriggerGenerator(dim, nw.noise_dim, nw.hidden, k, nw.noise, generator=init)
+        self.critic = StatisticsNetwork(dim, nw.noise_dim, nw.critic_hidden, k, generator=init) if entropy == "mine" else None
         self.register_buffer("beta", beta)
         self.register_buffer("alpha", alpha.expand(k).clone())
         self.register_buffer("reached", torch.zeros(k, dtype=torch.bool))   # has the batch's mean hinge been <= slack yet
@@ -160,94 +175,108 @@ class SubModels(nn.Module):
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=betas)
         self.opt_t = torch.optim.Adam(self.critic.parameters(), lr=critic_lr or lr, betas=betas) if self.critic else None
 
-    def _critic_step(self, x: Tensor, z: Tensor) -> Tensor:
-        "One more MINE update of the critics on detached samples and fresh marginal noise; the critic loss (K,)."
-        tj, tm = self.critic(x, z), self.critic(x, self.gen.sample_noise(x.shape[1], self.rng))
-        loss_t, _, log_ema = mine_loss(tj, tm, self.log_ema, self.rate)
-        self.opt_t.zero_grad(set_to_none=True); loss_t.sum().backward(); self.opt_t.step()
+# %% ../nbs/05_mesa.ipynb #23f2c616
+@patch
+def _critic_step(self: SubModels, x: Tensor, z: Tensor) -> Tensor:
+    "One more MINE update of the critics on detached samples and fresh marginal noise; the critic loss (K,)."
+    tj, tm = self.critic(x, z), self.critic(x, self.gen.sample_noise(x.shape[1], self.rng))
+    loss_t, _, log_ema = mine_loss(tj, tm, self.log_ema, self.rate)
+    self.opt_t.zero_grad(set_to_none=True); loss_t.sum().backward(); self.opt_t.step()
+    self.log_ema.copy_(log_ema)
+    return loss_t.detach()
+
+
+@patch
+def step(self: SubModels,
+         F: Callable[[Tensor], Tensor],  # differentiable test function: (K, B, dim) -> (K, B) in [0, 1]
+         batch: int = 128,               # samples per sub-model
+         ) -> dict[str, Tensor]:
+    "One generator step (then the critics' steps) for all K sub-models; returns detached (K,) hinge, entropy, f_mean and alpha."
+    self.gen.train()
+    z = self.gen.sample_noise(batch, self.rng)                        # (K, B, nz)
+    x = self.gen(z)                                                   # (K, B, dim)
+    f = F(x)                                                          # (K, B)
+    check(f.shape == x.shape[:2], f"the test function must map (K, B, dim) = {tuple(x.shape)} to (K, B); got {tuple(f.shape)}")
+    hinge = torch.relu(self.beta[:, None] - f).mean(-1)               # (K,)
+    gp = list(self.gen.parameters())
+    if self.critic is None:                                           # k-NN entropy: no critic to train
+        ent = knn_entropy_rate(x)                                     # (K,) nats per dimension
+        loss_g = hinge - self.alpha * ent
+        for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp)): p.grad = gr
+        self.opt_g.step()
+        finite_t, loss_t = torch.isfinite(ent), torch.zeros_like(ent)
+    else:
+        z2 = self.gen.sample_noise(batch, self.rng)
+        tj, tm = self.critic(x, z), self.critic(x, z2)                # (K, B) each: one critic pass serves both losses
+        ent = dv_bound(tj, tm)                                        # (K,)
+        loss_g = hinge - self.alpha * ent                             # (K,)
+        loss_t, _, log_ema = mine_loss(tj, tm, None if self.steps == 0 else self.log_ema, self.rate)
+        # two gradients from one graph: the generator's loss w.r.t. the generator only, MINE's w.r.t. the critic only
+        cp = list(self.critic.parameters())
+        for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp, retain_graph=True)): p.grad = gr
+        for p, gr in zip(cp, torch.autograd.grad(loss_t.sum(), cp)): p.grad = gr
+        self.opt_g.step(); self.opt_t.step()
         self.log_ema.copy_(log_ema)
-        return loss_t.detach()
+        for _ in range(self.critic_steps - 1): loss_t = self._critic_step(x.detach(), z)
+        finite_t = torch.isfinite(torch.cat([tj, tm], -1)).all(-1)
+    if self.slack is not None: self._adapt_alpha(hinge.detach())
+    self.nonfinite |= ~torch.stack([torch.isfinite(f).all(-1), finite_t, torch.isfinite(loss_g), torch.isfinite(loss_t)])
+    self.steps += 1
+    return dict(hinge=hinge.detach(), entropy=ent.detach(), f_mean=f.detach().mean(-1), alpha=self.alpha.clone())
 
-    def step(self, F: Callable[[Tensor], Tensor],  # differentiable test function: (K, B, dim) -> (K, B) in [0, 1]
-             batch: int = 128,                     # samples per sub-model
-             ) -> dict[str, Tensor]:
-        "One generator step (then the critics' steps) for all K sub-models; returns detached (K,) hinge, entropy, f_mean and alpha."
-        self.gen.train()
-        z = self.gen.sample_noise(batch, self.rng)                        # (K, B, nz)
-        x = self.gen(z)                                                   # (K, B, dim)
-        f = F(x)                                                          # (K, B)
-        check(f.shape == x.shape[:2], f"the test function must map (K, B, dim) = {tuple(x.shape)} to (K, B); got {tuple(f.shape)}")
-        hinge = torch.relu(self.beta[:, None] - f).mean(-1)               # (K,)
-        gp = list(self.gen.parameters())
-        if self.critic is None:                                           # k-NN entropy: no critic to train
-            ent = knn_entropy_rate(x)                                     # (K,) nats per dimension
-            loss_g = hinge - self.alpha * ent
-            for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp)): p.grad = gr
-            self.opt_g.step()
-            finite_t, loss_t = torch.isfinite(ent), torch.zeros_like(ent)
-        else:
-            z2 = self.gen.sample_noise(batch, self.rng)
-            tj, tm = self.critic(x, z), self.critic(x, z2)                # (K, B) each: one critic pass serves both losses
-            ent = dv_bound(tj, tm)                                        # (K,)
-            loss_g = hinge - self.alpha * ent                             # (K,)
-            loss_t, _, log_ema = mine_loss(tj, tm, None if self.steps == 0 else self.log_ema, self.rate)
-            # two gradients from one graph: the generator's loss w.r.t. the generator only, MINE's w.r.t. the critic only
-            cp = list(self.critic.parameters())
-            for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp, retain_graph=True)): p.grad = gr
-            for p, gr in zip(cp, torch.autograd.grad(loss_t.sum(), cp)): p.grad = gr
-            self.opt_g.step(); self.opt_t.step()
-            self.log_ema.copy_(log_ema)
-            for _ in range(self.critic_steps - 1): loss_t = self._critic_step(x.detach(), z)
-            finite_t = torch.isfinite(torch.cat([tj, tm], -1)).all(-1)
-        if self.slack is not None: self._adapt_alpha(hinge.detach())
-        self.nonfinite |= ~torch.stack([torch.isfinite(f).all(-1), finite_t, torch.isfinite(loss_g), torch.isfinite(loss_t)])
-        self.steps += 1
-        return dict(hinge=hinge.detach(), entropy=ent.detach(), f_mean=f.detach().mean(-1), alpha=self.alpha.clone())
 
-    @torch.no_grad()
-    def _adapt_alpha(self, hinge: Tensor):
-        "Dual ascent on the constraint mean hinge <= slack: alpha grows while it holds, shrinks while it does not (at a quarter of the rate until first met)."
+@patch
+def _adapt_alpha(self: SubModels, hinge: Tensor):  # the batch's mean hinge per sub-model, detached: (K,)
+    "Dual ascent on the constraint mean hinge <= slack: alpha grows while it holds, shrinks while it does not (at a quarter of the rate until first met)."
+    with torch.no_grad():
         self.reached |= hinge <= self.slack
-        move = ((self.slack - hinge) / self.slack).clamp(-1, 1)                  # relative violation, bounded
+        move = ((self.slack - hinge) / self.slack).clamp(-1, 1)              # relative violation, bounded
         move = torch.where(self.reached, move, 0.25 * move.clamp(max=0))
         self.alpha.mul_(torch.exp(self.alpha_lr * move)).clamp_(1e-4, 1e2)
 
-    def check_finite(self):
-        "Raise NonFiniteError if any loss term went NaN/inf since the last check (one host sync)."
-        if bool(self.nonfinite.any()):
-            t, m = self.nonfinite.nonzero()[0].tolist()
-            raise NonFiniteError(f"the {self.TERMS[t]} became NaN or infinite between steps {self.checked + 1} and {self.steps} "
-                                 f"(sub-model {m}, beta={self.beta[m].item():.3g}): check that F returns finite values in [0, 1], "
-                                 "or lower the learning rate")
-        self.checked = self.steps
+# %% ../nbs/05_mesa.ipynb #95e00c64
+@patch
+def check_finite(self: SubModels):
+    "Raise NonFiniteError if any loss term went NaN/inf since the last check (one host sync)."
+    if bool(self.nonfinite.any()):
+        t, m = self.nonfinite.nonzero()[0].tolist()
+        raise NonFiniteError(f"the {self.TERMS[t]} became NaN or infinite between steps {self.checked + 1} and {self.steps} "
+                             f"(sub-model {m}, beta={self.beta[m].item():.3g}): check that F returns finite values in [0, 1], "
+                             "or lower the learning rate")
+    self.checked = self.steps
 
-    def fit(self, F: Callable[[Tensor], Tensor],  # test function, as in `step`
-            steps: int,                           # training steps
-            batch: int = 128,                     # samples per sub-model per step
-            log_every: int = 50,                  # steps between logged values (and finiteness checks)
-            monitor: int = 0,                     # > 0: also log 'knn', the k-NN entropy (nats) of this many fresh samples
-            ) -> dict[str, Tensor]:
-        "Train for `steps` steps; returns the logged values, each (n_logs, K), and 'step' (n_logs,)."
-        check(steps >= 1 and batch >= 2 and log_every >= 1, f"need steps >= 1, batch >= 2, log_every >= 1; got {steps}, {batch}, {log_every}")
-        check(monitor == 0 or monitor > 3, f"monitor needs more than 3 samples for the k-NN estimate (or 0 for none); got {monitor}")
-        logs, at = [], []
-        for s in range(steps):
-            out = self.step(F, batch)
-            if (s + 1) % log_every == 0 or s + 1 == steps:
-                self.check_finite(); at.append(self.steps)
-                logs.append(dict(out, knn=knn_entropy(self.sample(monitor, seed=self.steps).float())) if monitor else out)
-        return {"step": torch.tensor(at), **{k: torch.stack([o[k] for o in logs]).cpu() for k in logs[0]}}
 
-    @torch.no_grad()
-    def sample(self, n: int,            # samples per sub-model
-               seed: int = 0,           # noise seed
-               ) -> Tensor:
-        "n samples from each sub-model, BatchNorm in eval mode: (K, n, dim)."
-        check(n >= 1, f"asked for {n} samples: ask for at least 1")
-        was = self.gen.training
-        self.gen.eval()
-        try: return self.gen(self.gen.sample_noise(n, generator(seed, self.beta.device)))
-        finally: self.gen.train(was)
+@patch
+def fit(self: SubModels,
+        F: Callable[[Tensor], Tensor],  # test function, as in `step`
+        steps: int,                     # training steps
+        batch: int = 128,               # samples per sub-model per step
+        log_every: int = 50,            # steps between logged values (and finiteness checks)
+        monitor: int = 0,               # > 0: also log 'knn', the k-NN entropy (nats) of this many fresh samples
+        ) -> dict[str, Tensor]:
+    "Train for `steps` steps; returns the logged values, each (n_logs, K), and 'step' (n_logs,)."
+    check(steps >= 1 and batch >= 2 and log_every >= 1, f"need steps >= 1, batch >= 2, log_every >= 1; got {steps}, {batch}, {log_every}")
+    check(monitor == 0 or monitor > 3, f"monitor needs more than 3 samples for the k-NN estimate (or 0 for none); got {monitor}")
+    logs, at = [], []
+    for s in range(steps):
+        out = self.step(F, batch)
+        if (s + 1) % log_every == 0 or s + 1 == steps:
+            self.check_finite(); at.append(self.steps)
+            logs.append(dict(out, knn=knn_entropy(self.sample(monitor, seed=self.steps).float())) if monitor else out)
+    return {"step": torch.tensor(at), **{k: torch.stack([o[k] for o in logs]).cpu() for k in logs[0]}}
+
+
+@patch
+def sample(self: SubModels, n: int,  # samples per sub-model
+           seed: int = 0,            # noise seed
+           ) -> Tensor:
+    "n samples from each sub-model, BatchNorm in eval mode: (K, n, dim)."
+    check(n >= 1, f"asked for {n} samples: ask for at least 1")
+    was = self.gen.training
+    self.gen.eval()
+    try:
+        with torch.no_grad(): return self.gen(self.gen.sample_noise(n, generator(seed, self.beta.device)))
+    finally: self.gen.train(was)
 
 # %% ../nbs/05_mesa.ipynb #640bb3a3
 @torch.no_grad()

@@ -18,7 +18,7 @@ from .core import MesaError, as_device, check, generator
 from .data import ImageSet, to_float
 from .mine import knn_entropy
 from .models import forward, prepare
-from .mesa import SubModels, check_levels, mixture_weights, sample_mixture, validity
+from .mesa import Networks, SubModels, check_levels, mixture_weights, sample_mixture, validity
 from .threat import Trigger, stamp
 
 # %% auto #0
@@ -195,7 +195,7 @@ def as_objective(objective: str | Objective) -> Objective:
     check(objective in OBJECTIVES, f"unknown search objective {objective!r}: use one of {sorted(OBJECTIVES)}")
     return OBJECTIVES[objective]
 
-
+# %% ../nbs/07_search.ipynb #d7913aa3
 @dataclass
 class SearchResult:
     "Trained sub-models of a trigger search with their (target, beta), training curves and validity."
@@ -254,7 +254,7 @@ class SearchResult:
         return (f"SearchResult(K={self.k}, classes={sorted(set(self.targets.tolist()))}, betas={sorted({round(b, 4) for b in self.betas.tolist()})}, "
                 f"alpha={self.alpha}, {self.objective.entropy}, steps={self.submodels.steps}, valid={int(self.keep.sum())}/{self.k}, {self.seconds:.1f}s)")
 
-
+# %% ../nbs/07_search.ipynb #b1a9715b
 def search(model: nn.Module,              # the (possibly backdoored) classifier; frozen during the search
            ds: ImageSet,                   # the defender's images
            targets=0,                      # candidate class(es): an int or a list
@@ -267,7 +267,7 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
            trigger_shape=(3, 3, 3),        # (C, h, w)
            location: str = "random",       # stamping rule during the search
            jitter: float = 0.0,            # Gaussian noise on samples before stamping (authors' code: 0.1)
-           noise_dim: int = 64, hidden: int = 512, critic_hidden: int = 512, noise: str = "uniform",
+           networks: Networks = Networks(),  # sizes of the generators (and MINE critics)
            lr: float | None = None,        # generator learning rate (default: the objective's)
            log_every: int = 25,            # steps between logged values and finiteness checks
            monitor: int = 0,               # > 0: log the k-NN entropy of this many fresh samples too (history 'knn')
@@ -292,8 +292,7 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
     t0 = time.perf_counter()
     with frozen(model, dev) as m:
         Fk = ClassifierTest(m, ds, t_k, trigger_shape, location, jitter, seed, dev, chunk, ob.trigger_images)
-        sm = SubModels(math.prod(trigger_shape), b_k, alpha, noise_dim, hidden, critic_hidden, noise,
-                       lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
+        sm = SubModels(math.prod(trigger_shape), b_k, alpha, networks, lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
                        critic_steps=ob.critic_steps)
         hist = sm.fit(Fk, steps, batch, log_every, monitor)
         keep, f_mean = validity(Fk, sm.sample(n_check, seed + 7), b_k.to(dev))

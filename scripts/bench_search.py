@@ -19,7 +19,7 @@ import torch
 from mesa_nb.core import as_device
 from mesa_nb.data import ImageSet
 from mesa_nb.search import OBJECTIVES, ClassifierTest, frozen, normalized_images
-from mesa_nb.mesa import SubModels
+from mesa_nb.mesa import Networks, SubModels
 from mesa_nb.models import build_model, forward
 from mesa_nb.threat import stamp
 
@@ -61,9 +61,9 @@ def bench_side_by_side(name, size, device, rounds, k=10, batch=128, hidden=512):
     ds = fake_images(1024, size)
     with frozen(build_model(name), device) as model:
         F_all = ClassifierTest(model, ds, list(range(k)), seed=0, device=device)
-        together = SubModels(27, [0.8] * k, hidden=hidden, critic_hidden=hidden, seed=0, device=device)
+        together = SubModels(27, [0.8] * k, networks=Networks(hidden=hidden, critic_hidden=hidden), seed=0, device=device)
         singles = [(ClassifierTest(model, ds, [c], seed=c, device=device),
-                    SubModels(27, [0.8], hidden=hidden, critic_hidden=hidden, seed=c, device=device)) for c in range(k)]
+                    SubModels(27, [0.8], networks=Networks(hidden=hidden, critic_hidden=hidden), seed=c, device=device)) for c in range(k)]
 
         def side_by_side(): together.step(F_all, batch)
 

@@ -11,40 +11,30 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
-
-SPEC_KEYS = {"dataset", "model", "seed", "trigger", "clean", "attack", "detection", "defense", "timing", "environment"}
-
-
-def fractions(rec):
-    "Every accuracy / ASR in a record (SPEC §7), flattened."
-    vals = [rec["clean"]["accuracy"], rec["attack"]["accuracy"], *rec["detection"]["per_class_asr"]]
-    d = rec["defense"]
-    vals += [v[k] for v in d.get("mesa", {}).values() for k in ("accuracy", "asr") if k in v]
-    vals += [r[k] for r in d.get("baseline", {}).get("runs", []) for k in ("accuracy", "asr")]
-    vals += [d["ideal"][k] for k in ("accuracy", "asr")] if "ideal" in d else []
-    return vals
+from mesa_nb.record import SCHEMA_VERSION, RunRecord
 
 
-def check_record(rec):
-    assert SPEC_KEYS <= rec.keys()
-    assert all(0 <= v <= 1 for v in fractions(rec)), rec
-    assert len(rec["detection"]["per_class_asr"]) == 10 and rec["detection"]["threshold"] == 0.5
-    assert rec["timing"]["total"] > 0 and rec["environment"]["torch"]
+def read_record(path) -> RunRecord:
+    "A run's record read as every reader reads it (every field's type and range checked), with what every run has."
+    rec = RunRecord.read(path)
+    assert json.loads(Path(path).read_text())["version"] == rec.version == SCHEMA_VERSION
+    assert len(rec.detection.per_class_asr) == 10 and rec.detection.threshold == 0.5
+    assert rec.timing["total"] > 0 and rec.environment["torch"]
+    return rec
 
 
 def test_demo_main_job(tmp_path):
     r = run_cli("demo", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     run = tmp_path/"outputs"/"demo"/"digits-smallcnn-170-t0-s0"
-    m = json.loads((run/"metrics.json").read_text())
-    check_record(m)
-    assert m["trigger"]["id"] == 170 and m["trigger"]["pattern"][0] == [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
+    m = read_record(run/"metrics.json")
+    assert m.trigger.id == 170 and m.trigger.pattern[0] == [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
     # a serious attack, found by detection, and removed by MESA and by the ideal without wrecking accuracy
-    assert m["attack"]["asr"] >= 0.9 and m["attack"]["accuracy"] >= m["clean"]["accuracy"] - 0.02 >= 0.9
-    assert m["detection"]["flagged"] == [0]
-    assert m["defense"]["mesa"]["ensemble"]["asr"] <= 0.1 and m["defense"]["ideal"]["asr"] <= 0.1
-    assert m["defense"]["mesa"]["ensemble"]["accuracy"] >= m["attack"]["accuracy"] - 0.1
-    assert len(m["defense"]["baseline"]["runs"]) == 5
+    assert m.attack.asr >= 0.9 and m.attack.accuracy >= m.clean.accuracy - 0.02 >= 0.9
+    assert m.detection.flagged == [0]
+    assert m.defense.mesa["ensemble"].asr <= 0.1 and m.defense.ideal.asr <= 0.1
+    assert m.defense.mesa["ensemble"].accuracy >= m.attack.accuracy - 0.1
+    assert len(m.defense.baseline.runs) == 5
     for f in ("run.ipynb", "detection.png", "triggers.png", "embedding.png", "curves.png", "backdoored.safetensors", "repaired.safetensors"):
         assert (run/f).is_file(), f
     nb = json.loads((run/"run.ipynb").read_text())
@@ -58,14 +48,14 @@ def test_run_end_to_end_and_settings_guard(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "without encryption" not in r.stderr                         # the kernel talks over local IPC sockets
     run = tmp_path/"digits-smallcnn-color3-t0-s0"
-    rec = json.loads((run/"metrics.json").read_text())
-    check_record(rec)
-    assert rec["trigger"]["kind"] == "color" and len(rec["trigger"]["pattern"]) == 3 and rec["preset"] == "smoke"
-    assert set(rec["defense"]) == {"mesa", "baseline", "ideal"} and len(rec["defense"]["baseline"]["runs"]) == 2
+    rec = read_record(run/"metrics.json")
+    assert rec.trigger.kind == "color" and len(rec.trigger.pattern) == 3 and rec.preset == "smoke"
+    assert list(rec.defense.methods()) == ["MESA β=0.5", "MESA β=0.8", "MESA β=0.9", "MESA ensemble", "baseline", "ideal"]
+    assert len(rec.defense.baseline.runs) == 2
     assert json.loads((run/"config.json").read_text())["trigger"] == "color:3"
     again = run_cli(*args)
     assert again.returncode == 0 and "finished earlier, not redone" in again.stdout
-    assert json.loads((run/"metrics.json").read_text()) == rec
+    assert RunRecord.read(run/"metrics.json") == rec
     other = run_cli(*args, "--alpha", "1")
     assert other.returncode == 2 and "finished run with other settings (alpha: 0.1 there, 1.0 now)" in other.stderr
 
@@ -96,11 +86,10 @@ def test_paper_preset_end_to_end_on_a_cifar_subset(cifar_root, tmp_path):
     cfg = json.loads((run/"config.json").read_text())
     assert (cfg["preset"], cfg["model"], cfg["objective"], cfg["ratio"], cfg["attack_schedule"]) == ("paper", "resnet18", "paper", 0.01, "constant")
     assert (cfg["weight_decay"], cfg["nesterov"], cfg["augmentation"], cfg["label_smoothing"]) == (0.0, False, False, 0.0)
-    rec = json.loads((run/"metrics.json").read_text())
-    check_record(rec)
-    assert rec["model"] == "resnet18" and rec["preset"] == "paper"
-    assert set(rec["defense"]) == {"mesa", "baseline", "ideal"} and len(rec["defense"]["baseline"]["runs"]) == 1
-    assert {"attack", "detection", "mesa", "baseline", "ideal"} <= rec["timing"].keys()
+    rec = read_record(run/"metrics.json")
+    assert rec.model == "resnet18" and rec.preset == "paper"
+    assert rec.defense.ideal is not None and len(rec.defense.baseline.runs) == 1 and set(rec.defense.mesa) == {"0.5", "0.8", "0.9", "ensemble"}
+    assert {"attack", "detection", "mesa", "baseline", "ideal"} <= rec.timing.keys()
     from mesa_nb.models import load_model
     assert type(load_model(run/"repaired.safetensors", "cpu")).__name__ == "ResNet18"
 
@@ -200,7 +189,10 @@ def test_defend_a_users_model(tmp_path):
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["detection"]["flagged"] == [0] and rep["chosen"] == "ensemble of class 0"
-    assert rep["settings"]["ensemble"] == "entropy" and sorted(rep["defense"]["mesa"]["0"]) == ["0.5", "0.9", "ensemble"]
+    assert rep["settings"]["ensemble"] == "entropy" and sorted(rep["mesa"]["0"]) == ["0.5", "0.9", "ensemble"]
+    from mesa_nb.defense import DefenseReport
+    back = DefenseReport.from_json(rep, "report.json")                  # the file reads back as the typed report, checked
+    assert back.flagged == [0] and back.mesa["0"]["ensemble"].sampled_asr == rep["mesa"]["0"]["ensemble"]["sampled_asr"]
     assert (tmp_path/"out"/"repaired.safetensors").is_file()
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
     again = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",

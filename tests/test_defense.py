@@ -76,9 +76,9 @@ def test_defend_on_a_clean_model_flags_nothing_and_returns_it_unchanged():
     report, repaired = defend(model, test.images, test.labels, 10, test.mean, test.std, detect_steps=80, batch=32,
                               check_triggers=32, check_images=32, device="cpu")
     assert report.flagged == [] and report.chosen is None and repaired is model
-    assert max(report.detection["per_class_asr"]) < 0.5
+    assert max(report.detection.per_class_asr) < 0.5
     assert "no backdoor detected" in report.summary()
-    assert report.defense == {"mesa": {}}
+    assert report.mesa == {}
 
 
 def test_defend_bad_input():
@@ -117,7 +117,7 @@ def test_every_method_is_judged_on_the_same_held_out_images(tmp_path, monkeypatc
     run.clean(); run.attack(); run.defend(); run.baseline(); run.ideal()
     # clean + attack + 4 MESA candidates + baseline runs + ideal
     assert len(seen) == 2 + 4 + run.cfg.baseline_runs + 1
-    assert set(seen) == {run.held.digest()} == {run.record["evaluation"]["held"]} == {run.report.settings["held"]}
+    assert set(seen) == {run.held.digest()} == {run.record["evaluation"].held} == {run.report.settings["held"]}
 
 
 def test_defend_splits_as_a_run_does_or_takes_the_split():

@@ -6,11 +6,12 @@ from torch import nn
 
 from mesa_nb.core import MesaError, NonFiniteError, seed_everything
 from mesa_nb.data import defender_split, load_digits
+from mesa_nb.mesa import Networks
 from mesa_nb.search import ClassifierTest, per_class_asr, search, search_classes, trigger_asr
 from mesa_nb.models import build_model, fit
 from mesa_nb.threat import backdoor, canonical_trigger
 
-TINY = dict(steps=2, batch=16, hidden=16, critic_hidden=16, noise_dim=8, log_every=1, n_check=8, device="cpu")
+TINY = dict(steps=2, batch=16, networks=Networks(8, 16, 16), log_every=1, n_check=8, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,8 @@ def test_classifier_frozen_and_restored(digits):
 
 def test_search_finds_the_backdoor(backdoored, digits):
     search_ds, eval_ds = digits
-    det = search_classes(backdoored, search_ds, beta=0.8, classes=[0, 4], steps=100, batch=32, hidden=256,
-                         critic_hidden=256, lr=1e-3, device="cpu")
+    det = search_classes(backdoored, search_ds, beta=0.8, classes=[0, 4], steps=100, batch=32,
+                         networks=Networks(hidden=256, critic_hidden=256), lr=1e-3, device="cpu")
     asr = per_class_asr(det, backdoored, eval_ds, n=64, images=32)
     assert asr[0] >= 0.8 and asr[0] > asr[1] + 0.6, asr
     pats, _ = det.ensemble_sample(32, target=0)

@@ -7,13 +7,13 @@ import torch
 
 from mesa_nb.core import MesaError, NonFiniteError
 from mesa_nb.mine import StatisticsNetwork, dv_bound, estimate_mi, knn_entropy, log_mean_exp, mine_loss
-from mesa_nb.mesa import SubModels, check_levels, levels, mixture_weights, sample_mixture, validity
+from mesa_nb.mesa import Networks, SubModels, check_levels, levels, mixture_weights, sample_mixture, validity
 from mesa_nb.theory import staircase
 
 
 def tiny(beta=(0.5,), alpha=0.1, **kw):
     "A SubModels small enough to step in milliseconds."
-    return SubModels(1, list(beta), alpha=alpha, noise_dim=2, hidden=8, critic_hidden=8, **kw)
+    return SubModels(1, list(beta), alpha=alpha, networks=Networks(2, 8, 8), **kw)
 
 
 def test_mesa_errors_are_value_errors():
@@ -82,7 +82,7 @@ def test_bad_settings():
     with pytest.raises(MesaError, match="finite, >= 0"): sample_mixture(torch.rand(2, 5, 1), torch.tensor([1.0, -1.0]), 2)
     with pytest.raises(MesaError, match="no sub-model left"): mixture_weights(torch.zeros(2), keep=torch.tensor([False, False]))
     with pytest.raises(MesaError, match="pass beta together with slope"): mixture_weights(torch.zeros(2), slope=lambda b: 1 - b)
-    with pytest.raises(MesaError, match="'uniform' or 'normal'"): tiny(noise="gauss")
+    with pytest.raises(MesaError, match="'uniform' or 'normal'"): Networks(noise="gauss")
 
 
 def test_non_finite_inputs_refused_up_front():

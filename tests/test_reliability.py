@@ -27,11 +27,14 @@ def good(): return record(170, 0.95, 0.02, [0.03, 0.02, 0.01, 0.02], [0.1, 0.5],
 
 def bad_records():
     r = good(); r["detection"]["per_class_asr"][3] = "high"; yield "a string ASR", json.dumps(r), "detection.per_class_asr"
-    r = good(); del r["clean"]; yield "a missing key", json.dumps(r), "'clean.accuracy' is missing"
-    r = good(); r["trigger"]["target"] = 99; yield "a target of 99", json.dumps(r), "a target class in [0, 10)"
-    r = good(); r["defense"]["mesa"]["0.5"]["asr"] = "low"; yield "a string metric", json.dumps(r), "defense.mesa.0.5 needs numeric"
+    r = good(); del r["clean"]; yield "a missing key", json.dumps(r), "is not a RunRecord: clean is missing; delete it or rerun that run"
+    r = good(); r["trigger"]["target"] = 99; yield "a target of 99", json.dumps(r), "trigger.target must be a class in [0, 10); got 99"
+    r = good(); r["defense"]["mesa"]["0.5"]["asr"] = "low"; yield "a string metric", json.dumps(r), "defense.mesa.0.5.asr must be a number; got 'low'"
+    r = good(); r["defense"]["baseline"]["runs"][1]["accuracy"] = 1.2; yield "an accuracy above 1", json.dumps(r), "defense.baseline.runs[1].accuracy must be a rate in [0, 1]"
+    r = good(); r["defense"]["robust"] = {}; yield "a foreign field", json.dumps(r), "defense.robust is not a field of Defenses"
+    r = good(); r["version"] = 7; yield "a newer version", json.dumps(r), "a run record of version 7, newer than this mesa_nb reads (1): upgrade mesa_nb"
     yield "NaN", json.dumps(good()).replace('"asr": 0.99', '"asr": NaN'), "NaN is not a number JSON allows"
-    yield "a list", "[1, 2]", "holds a JSON list"
+    yield "a list", "[1, 2]", "is not a RunRecord: it must be an object; got [1, 2]"
     yield "deep nesting", "[" * 100_000 + "]" * 100_000, "RecursionError"
 
 

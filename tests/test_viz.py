@@ -1,4 +1,4 @@
-"""Plot functions take data and return Figures, read SPEC §7 records as written, and refuse bad input."""
+"""Plot functions take data and return Figures, read run records (as `metrics.json` holds them) checked, and refuse bad input."""
 import matplotlib
 matplotlib.use("Agg")
 import numpy as np
@@ -11,40 +11,50 @@ from mesa_nb.viz import (after_defense_frame, embed, plot_after_defense, plot_de
                          plot_trigger_grid, plot_training_curves)
 
 
-def record(tid, base=None, mesa=None, ideal=None):
-    d = {}
-    if base is not None: d["baseline"] = dict(runs=[], asr_mean=base, asr_std=0.1, asr_max=base + 0.1)
-    if mesa is not None: d["mesa"] = mesa
+def record(tid, base=(), mesa=None, ideal=None, target=0):
+    "A backdoored run's record, as `metrics.json` holds it, with only the parts given."
+    d = dict(mesa={k: dict(accuracy=0.95, **v) for k, v in (mesa or {}).items()})
+    if base: d["baseline"] = dict(runs=[dict(accuracy=0.9, asr=a) for a in base])
     if ideal is not None: d["ideal"] = dict(accuracy=0.97, asr=ideal)
-    return dict(trigger=dict(kind="canonical", id=tid, target=0), defense=d)
+    trigger = None if tid is None else dict(kind="canonical", id=tid, name=f"canonical:{tid}", target=target, location="random", pattern=[])
+    return dict(dataset="cifar10", model="smallcnn", seed=0, trigger=trigger, clean=dict(accuracy=0.9), attack=dict(accuracy=0.9),
+                detection=dict(per_class_asr=[0.1] * 10, threshold=0.5, flagged=[]), defense=d if tid is not None else {})
 
 
 def test_fig4_sorted_by_baseline_and_tolerates_missing_parts():
-    recs = [record(170, 0.4, {"0.9": {"asr": 0.03}, "ensemble": {"asr": 0.02}}, 0.01),
-            record(0, 0.1, {"0.9": {"asr": 0.02}}),                   # no ensemble, no ideal
-            record(7, 0.2, {"0.5": {"valid": False}}, 0.02)]            # an invalid sub-model has no ASR
+    recs = [record(170, [0.4], {"0.9": {"asr": 0.03}, "ensemble": {"asr": 0.02}}, 0.01),
+            record(0, [0.1], {"0.9": {"asr": 0.02}}),                    # no ensemble, no ideal
+            record(7, [0.2], {"0.5": {"valid": False}}, 0.02)]             # an invalid sub-model measured without an ASR
     fig = plot_after_defense(recs)
     assert isinstance(fig, Figure)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "7", "170"]
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert {"baseline", "ideal", "MESA β=0.9", "MESA ensemble"} == set(labels)   # β=0.5: never valid, no entry
+    assert ["baseline", "MESA β=0.9", "MESA ensemble", "ideal"] == labels         # β=0.5: no ASR, no entry; the baseline first
 
 
 def test_fig4_draws_every_baseline_run_so_the_worst_is_seen():
-    r = record(170, None, {"ensemble": {"asr": 0.02}})
-    r["defense"]["baseline"] = dict(runs=[dict(asr=a) for a in (0.01, 0.02, 0.6)])
+    r = record(170, [0.01, 0.02, 0.6], {"ensemble": {"asr": 0.02}})
     frame = after_defense_frame([r])
     assert sorted(frame[frame.method == "baseline"].asr) == [0.01, 0.02, 0.6]
     ys = [y for c in plot_after_defense([r]).axes[0].collections for _, y in c.get_offsets()]
     assert 0.6 in [round(float(y), 6) for y in ys]
 
 
+def test_fig4_takes_a_method_it_has_never_seen(monkeypatch):
+    "A new defense method gets its column from `Defenses.methods` alone."
+    from mesa_nb.record import Defenses, RunRecord
+    real = Defenses.methods
+    monkeypatch.setattr(Defenses, "methods", lambda self: {**real(self), "pruning": [self.ideal]})
+    r = RunRecord.from_json(record(170, [0.3], {"ensemble": {"asr": 0.02}}, 0.05))
+    assert after_defense_frame([r]).query("method == 'pruning'").asr.tolist() == [0.05]
+    assert "pruning" in plot_after_defense([r]).axes[0].get_legend_handles_labels()[1]
+
+
 def test_detection_matrix_boxes_each_target_and_takes_clean_controls():
-    rec = lambda t, target: dict(trigger=dict(kind="canonical", id=t, target=target) if target is not None else None,
-                                 detection=dict(per_class_asr=[0.1] * 10))
-    fig = plot_detection_matrix([rec(170, 3), rec(0, 0), rec(None, None)])
+    fig = plot_detection_matrix([record(170, target=3), record(0), record(None)])
     assert [(p.get_x(), p.get_y()) for p in fig.axes[0].patches] == [(3, 0), (0, 1)]
-    with pytest.raises(MesaError, match="needs `detection`"): plot_detection_matrix([dict(trigger=None)])
+    with pytest.raises(MesaError, match="run record 0 is not a RunRecord: detection is missing"):
+        plot_detection_matrix([{k: v for k, v in record(None).items() if k != "detection"}])
 
 
 def test_other_plots_return_figures():
