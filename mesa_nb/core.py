@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #733ee475
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -160,13 +161,10 @@ def _show(v) -> str:
     return r if len(r) <= 40 else r[:37] + "..."
 
 
-_HINTS: dict = {}
-
-
+@functools.cache
 def _hints(cls) -> dict:
     "The resolved field annotations of a dataclass (cached)."
-    if cls not in _HINTS: _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+    return typing.get_type_hints(cls)
 
 
 def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -24,7 +24,7 @@ from .data import DATASETS, defender_split, load_dataset
 from .defense import Baseline, Evaluation, Retrain, baseline_defense, defend, evaluate, ideal_defense
 from .search import as_objective, check_ensemble
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
-from .record import SCHEMA_VERSION, Attack, Defenses, HeldOut, RunRecord, TriggerInfo
+from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
 from .threat import LOCATIONS, backdoor, parse_trigger, trigger_spec
 from .viz import embed, plot_detection, plot_embedding, plot_training_curves, plot_trigger_grid, save_figures
 
@@ -332,7 +332,7 @@ def finish(self: Run) -> RunRecord:
     self.timing["defense"] = sum(self.timing.get(k, 0.0) for k in ("mesa", "baseline", "ideal"))   # all removal work
     self.timing["total"] = time.perf_counter() - self.t0
     rec = RunRecord(**self.record, timing=self.timing, environment=self.dir.environment, path=str(self.path/"metrics.json"))
-    self.dir.write_json("metrics.json", rec.to_json())
+    rec.write(rec.path)
     return rec
 
 

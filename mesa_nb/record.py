@@ -82,7 +82,7 @@ class RunRecord(JsonRecord):
     defense: Defenses = field(default_factory=Defenses)
     timing: dict[str, float] = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
-    path: str | None = field(default=None, repr=False, compare=False, metadata={"json": False})  # the file it was read from
+    path: str | None = field(default=None, repr=False, compare=False, metadata={"json": False})  # where it came from (in a report: its run folder)
 
     @property
     def label(self) -> str:
