@@ -19,12 +19,12 @@ import torch
 
 from .core import MesaError, RunBusy, as_device, check, one_line, run_lock, write_json
 from .data import find_dataset_dir, load_dataset
-from .experiment import RunConfig, clean_model, clean_path, finished, run_name
+from .experiment import CLASSES, IMAGE_SHAPES, RunConfig, clean_model, clean_path, finished, run_name
 from .record import RunRecord
 from .threat import CANONICAL_IDS
 
 # %% auto #0
-__all__ = ['template', 'check_data', 'execute', 'expand_triggers', 'plan', 'batch']
+__all__ = ['template', 'check_data', 'execute', 'expand_triggers', 'plan', 'zoo_plan', 'batch']
 
 # %% ../nbs/13_batch.ipynb #e9a6cebe
 def template(name: str = "run") -> Path:
@@ -107,6 +107,22 @@ def expand_triggers(specs) -> list[str]:
 def plan(base: RunConfig, triggers=("all",), seeds=(0,)) -> list[RunConfig]:
     "One config per (seed, trigger), each checked before anything runs."
     return [replace(base, trigger=t, seed=int(s)) for s in seeds for t in expand_triggers(triggers)]
+
+# %% ../nbs/13_batch.ipynb #9c97ce63
+def zoo_plan(base: RunConfig, clean: int = 20, backdoored: int = 20, seed: int = 0) -> list[RunConfig]:
+    "Detection-only configs for `clean` clean and `backdoored` backdoored models of mixed trigger kinds, sizes, targets and seeds."
+    check(clean >= 1 and backdoored >= 1, f"a zoo needs at least one clean and one backdoored model; got {clean} and {backdoored}")
+    _, H, W = IMAGE_SHAPES[base.dataset]
+    sides = list(range(2, min(6, min(H, W) // 2) + 1))
+    g = torch.Generator().manual_seed(seed)
+    draw = lambda n: int(torch.randint(n, (1,), generator=g))
+    det = dict(mask=True, removal=False, neural_cleanse=True)
+    out = [replace(base, trigger="none", target=0, seed=k, **det) for k in range(clean)]
+    for i in range(backdoored):
+        s, side = 1000 * seed + i, sides[i // 4 % len(sides)]
+        spec = [str(CANONICAL_IDS[draw(len(CANONICAL_IDS))]), f"bw:{s}:{side}", f"color:{s}:{side}", f"blend:{s}:{(0.1, 0.15, 0.2)[i // 4 % 3]}"][i % 4]
+        out.append(replace(base, trigger=spec, target=draw(CLASSES[base.dataset]), seed=i % clean, **det))
+    return out
 
 # %% ../nbs/13_batch.ipynb #075df64a
 def _die_with(parent: int):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from fastcore.docments import docments
 
-from .batch import batch, check_data, execute, plan
+from .batch import batch, check_data, execute, plan, zoo_plan
 from .core import MesaError, RunBusy, as_device, check, check_out_folder, one_line, write_json
 from .data import load_dataset
 from .defense import Retrain, defend
@@ -32,7 +32,7 @@ from .viz import plot_detection, plot_trigger_grid, save_figures
 
 # %% auto #0
 __all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'COMMANDS', 'DEFENSE_FILES', 'load_user_model', 'load_images', 'add_options', 'given',
-           'parser', 'main']
+           'trigger_size', 'parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #86c79beb
 def load_user_model(model: str,                      # "module:factory", importable from here
@@ -125,10 +125,18 @@ def given(args, source, skip=(), prefix: str = "") -> dict:
 
 
 RUN_SKIP = ("preset",)                                                     # set by --preset
-DEFEND_SKIP = ("model", "images", "labels", "num_classes", "recipe", "original", "mean", "std", "split")   # from --model, --images/--dataset
+DEFEND_SKIP = ("model", "images", "labels", "num_classes", "recipe", "original", "mean", "std", "split", "trigger_size")   # from --model, --images/--dataset, --trigger-size
+
+
+def trigger_size(v: str) -> int | str:
+    "--trigger-size: a side in pixels, or 'unknown' (pattern-and-mask generators over the whole image)."
+    if v.strip().lower() == "unknown": return "unknown"
+    try: return int(v)                                   # its range is checked by `defend`, with the images' size
+    except ValueError: raise argparse.ArgumentTypeError(f"{v!r} is not a trigger size: give a side in pixels (e.g. 3) or 'unknown'") from None
 COMMANDS = {"demo": "the main job: the whole pipeline for trigger 170 on the bundled digits",
             "run": "one experiment run through the experiment notebook",
             "batch": "many runs, resumable, in parallel; then a report",
+            "zoo": "clean and backdoored models of mixed trigger kinds, detection only, resumable; then a report with AUROC",
             "report": "aggregate every metrics.json under DIR: report.csv, report.md, figures",
             "defend": "detect and remove a backdoor from your own model",
             "triggers": "list the 51 canonical trigger ids"}
@@ -142,19 +150,24 @@ def parser() -> argparse.ArgumentParser:
     cmd["demo"].add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     cmd["demo"].add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if present)")
     cmd["demo"].add_argument("--seed", type=int, default=0, help="seeds data, models and search (default: 0)")
-    for name in ("run", "batch"):
+    for name in ("run", "batch", "zoo"):
         c = cmd[name]
         c.add_argument("--preset", default="quick", help=f"the settings every option not given comes from: {', '.join(sorted(PRESETS))} (default: quick)")
         c.add_argument("--notebook", default=None, help="the experiment notebook to run (default: the package's run template)")
-    b = cmd["batch"]
+    b, z = cmd["batch"], cmd["zoo"]
     b.add_argument("--trigger", nargs="+", default=["all"], help="ids, ranges a-b, color:SEED or color:a-b, none, all (default: all)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per trigger per seed (default: 0)")
-    b.add_argument("--workers", type=int, default=1, help="runs at a time (default: 1)")
-    b.add_argument("--engine", default="local", help="local processes, or Dask (needs the dask extra) (default: local)")
-    b.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    z.add_argument("--clean", type=int, default=20, help="clean models, seeds 0, 1, ... (default: 20)")
+    z.add_argument("--backdoored", type=int, default=20, help="backdoored models of mixed trigger kinds (default: 20)")
+    z.add_argument("--zoo-seed", type=int, default=0, help="seeds the draw of triggers and targets (default: 0)")
+    for c in (b, z):
+        c.add_argument("--workers", type=int, default=1, help="runs at a time (default: 1)")
+        c.add_argument("--engine", default="local", help="local processes, or Dask (needs the dask extra) (default: local)")
+        c.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a local cluster)")
+        c.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     add_options(cmd["run"], RunConfig, skip=RUN_SKIP, defaults=False)
     add_options(b, RunConfig, skip=RUN_SKIP + ("trigger", "seed"), defaults=False)
+    add_options(z, RunConfig, skip=RUN_SKIP + ("trigger", "seed", "target", "mask", "removal", "neural_cleanse"), defaults=False)
     cmd["report"].add_argument("dir", help="the folder whose run folders to aggregate")
     cmd["report"].add_argument("--out", default=None, help="where to write (default: DIR)")
     d = cmd["defend"]
@@ -166,6 +179,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--mean", type=float, nargs="+", default=None, help="the model's input normalization, per channel (default: the images')")
     d.add_argument("--std", type=float, nargs="+", default=None, help="its per-channel standard deviation (with --mean, or neither)")
     d.add_argument("--out", default="outputs/defend", help="output folder (default: outputs/defend)")
+    d.add_argument("--trigger-size", type=trigger_size, default=None,
+                   help="the trigger's side in pixels, or 'unknown': generators of a pattern and an opacity mask over the whole image, "
+                        "with a prior on area (for patches of any size and blended triggers) (default: 3)")
     add_options(d, defend, skip=DEFEND_SKIP, choices={"objective": sorted(OBJECTIVES), "ensemble": list(ENSEMBLES)})
     add_options(d, Retrain, prefix="retrain_", choices={"schedule": list(SCHEDULES), "location": list(LOCATIONS)})
     return p
@@ -216,7 +232,8 @@ def _defend_cli(args) -> int:
         x, y, n_cls, mean, std = ds.images, ds.labels, ds.num_classes, args.mean or ds.mean, args.std or ds.std
     model = load_user_model(args.model, args.weights, device)
     report, repaired = defend(model, x, y, n_cls, mean, std, recipe=Retrain(**given(args, Retrain, prefix="retrain_")),
-                              **given(args, defend, skip=DEFEND_SKIP))
+                              **given(args, defend, skip=DEFEND_SKIP),
+                              **({} if args.trigger_size is None else {"trigger_size": None if args.trigger_size == "unknown" else args.trigger_size}))
     out.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))   # written in full first, then swapped in: never a mix of two defenses
     write_json(new/"report.json", report.to_json())
@@ -248,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = make_config(args.preset, **{**given(args, RunConfig, skip=RUN_SKIP), "out_dir": args.out_dir or "outputs/runs"})
             check_data(cfg); check_out_folder(cfg.out_dir)
             return _print_run(*execute(cfg, args.notebook), cfg)
-        base = make_config(args.preset, **{**given(args, RunConfig, skip=RUN_SKIP + ("trigger", "seed")), "out_dir": args.out_dir or "outputs/batch"})
-        cfgs = plan(base, args.trigger, args.seeds)
+        zoo = args.command == "zoo"
+        base = make_config(args.preset, **{**given(args, RunConfig, skip=RUN_SKIP + ("trigger", "seed")), "out_dir": args.out_dir or f"outputs/{args.command}"})
+        cfgs = zoo_plan(base, args.clean, args.backdoored, args.zoo_seed) if zoo else plan(base, args.trigger, args.seeds)
         check_data(base); check_out_folder(base.out_dir)
         t0 = time.perf_counter()
         res = batch(cfgs, args.workers, args.notebook, args.engine, args.scheduler, progress=not args.no_progress)

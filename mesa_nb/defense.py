@@ -27,7 +27,7 @@ from .threat import Trigger, attack_success_rate, stamp, stamp_some
 # %% auto #0
 __all__ = ['Sampler', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn', 'Evaluation', 'Candidate',
            'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense',
-           'as_image_set', 'DefenseReport', 'defend']
+           'anomaly_index', 'NCDetection', 'neural_cleanse', 'as_image_set', 'DefenseReport', 'defend']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 def flag_classes(per_class_asr,               # mean ASR of generated triggers, one per class: (num_classes,)
@@ -137,7 +137,7 @@ class Candidate(Evaluation):
 @dataclass
 class BaselineRun(Evaluation):
     "One run of the single-trigger baseline: the repaired model, and the trigger it reversed."
-    pattern: list = field(default_factory=list)   # the reversed trigger, (C, h, w) nested lists in [0, 1]
+    pattern: list = field(default_factory=list)   # the reversed trigger, (C, h, w) nested lists in [0, 1]; (C+1, h, w) with its mask last
     trigger_asr: float | None = None              # that trigger's ASR on the backdoored model
 
 
@@ -162,6 +162,7 @@ class Detection(JsonRecord):
     threshold: float
     flagged: list[int]
     target: int | None = None     # the true target, when known (a research run); None for a clean control
+    per_class_area: list[float] | None = None   # mask searches: the mean opacity of each class's generated triggers (share of the image)
 
     def validate(self, need):
         n = len(self.per_class_asr)
@@ -169,6 +170,8 @@ class Detection(JsonRecord):
         need(0 < self.threshold < 1, "threshold", f"must be a mean ASR in (0, 1); got {self.threshold}")
         need(all(0 <= c < n for c in self.flagged), "flagged", f"must be class indices in [0, {n}); got {self.flagged}")
         need(self.target is None or 0 <= self.target < n, "target", f"must be a class in [0, {n}); got {self.target}")
+        need(self.per_class_area is None or (len(self.per_class_area) == n and all(0 <= a <= 1 for a in self.per_class_area)),
+             "per_class_area", f"must be one mean opacity in [0, 1] per class ({n}); got {self.per_class_area}")
 
 
 def evaluate(model: nn.Module, held: ImageSet, original: Trigger | None,
@@ -179,35 +182,41 @@ def evaluate(model: nn.Module, held: ImageSet, original: Trigger | None,
 
 # %% ../nbs/08_defense.ipynb #78d8f21b
 def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
-                    shape: tuple[int, int, int] = (3, 3, 3),  # (C, h, w) of the trigger to find
+                    shape: tuple[int, int, int] = (3, 3, 3),  # (C, h, w) of the trigger to find; (C+1, H, W): a pattern and an opacity mask
                     epochs: int = 5, lr: float = 0.1, momentum: float = 0.9, batch_size: int = 128,
-                    location: str = "random", seed: int = 0, device=None) -> Trigger:
-    "One reversed trigger: pixels optimized by SGD so stamped images are classified as `target`."
+                    location: str = "random", seed: int = 0, device=None,
+                    area: float = 16.0,                       # with a mask: weight of its mean opacity in the loss (Neural Cleanse's L1 term)
+                    ) -> Trigger:
+    "One reversed trigger: pixels (and, with a mask channel, opacities) optimized by SGD so stamped images are classified as `target`."
     device = as_device(device)
+    C = ds.shape[0]
     check(0 <= target < ds.num_classes, f"target class {target} is outside the label range [0, {ds.num_classes})")
-    check(shape[0] == ds.shape[0] and shape[1] <= ds.shape[1] and shape[2] <= ds.shape[2],
+    check(shape[0] in (C, C + 1) and shape[1] <= ds.shape[1] and shape[2] <= ds.shape[2],
           f"trigger shape {shape} does not fit the {ds.shape} images")
     check(len(ds) >= batch_size, f"{len(ds)} images are fewer than one batch ({batch_size}): lower batch_size or add images")
     g = torch.Generator().manual_seed(seed)
-    p = torch.rand(shape, generator=g).to(device).requires_grad_(True)       # (C, h, w) in [0, 1]
+    p = torch.rand(shape, generator=g).to(device).requires_grad_(True)       # (C, h, w) in [0, 1], (C+1, h, w) with a mask
     opt = torch.optim.SGD([p], lr=lr, momentum=momentum)
     loss_sum = torch.zeros((), device=device)
+    masked = shape[0] == C + 1
     with frozen(model, device):
         for _ in range(epochs):
             for xb, _ in batches(ds, batch_size, shuffle=True, drop_last=True, device=device, generator=g):
                 logits = forward(model, normalize(stamp(to_float(xb), p, location), ds.mean, ds.std))
                 loss = F.cross_entropy(logits, torch.full((len(logits),), target, device=device))
+                if masked: loss = loss + area * p[C].mean()
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
                 with torch.no_grad(): p.clamp_(0, 1)
                 loss_sum += loss.detach()
     check(math.isfinite(loss_sum.item()), f"reversing a trigger for class {target} (seed {seed}) gave a non-finite cross-entropy: lower lr", NonFiniteError)
-    return Trigger(p.detach().cpu(), target, f"reversed:{seed}", "reversed", seed)
+    p = p.detach().cpu()
+    return Trigger(p[:C], target, f"reversed:{seed}", "reversed", seed, p[C] if masked else None)
 
 
 def ideal_defense(model: nn.Module, search: ImageSet, held: ImageSet, original: Trigger,
                   recipe: Retrain = Retrain(), seed: int = 0, device=None) -> tuple[Evaluation, nn.Module]:
     "Retrain with the original trigger (the best a defender could do) and evaluate: (evaluation, repaired model)."
-    repaired = unlearn(model, search, fixed_sampler(original.pattern.to(as_device(device))), recipe, device)
+    repaired = unlearn(model, search, fixed_sampler(original.patch.to(as_device(device))), recipe, device)
     return evaluate(repaired, held, original, recipe.location, seed, device), repaired
 
 
@@ -215,18 +224,56 @@ def baseline_defense(model: nn.Module, search: ImageSet, held: ImageSet, target:
                      original: Trigger | None = None,
                      runs: int = 10,                     # independent reversals (the paper: 10)
                      recipe: Retrain = Retrain(), shape: tuple[int, int, int] = (3, 3, 3),
-                     reverse_epochs: int = 5, seed: int = 0, device=None) -> Baseline:
+                     reverse_epochs: int = 5, seed: int = 0, device=None,
+                     area: float = 16.0,                 # with a mask channel in `shape`: weight of the mask's mean opacity
+                     ) -> Baseline:
     "The single-trigger baseline, `runs` times: reverse, retrain, evaluate; mean, spread and worst ASR."
     check(runs >= 1, f"runs must be >= 1; got {runs}")
     out = []
     for k in range(runs):
-        trig = reverse_trigger(model, search, target, shape, epochs=reverse_epochs, location=recipe.location, seed=seed + k, device=device)
-        repaired = unlearn(model, search, fixed_sampler(trig.pattern.to(as_device(device))), recipe, device)
-        out.append(BaselineRun(**vars(evaluate(repaired, held, original, recipe.location, seed, device)), pattern=trig.pattern.tolist(),
+        trig = reverse_trigger(model, search, target, shape, epochs=reverse_epochs, location=recipe.location, seed=seed + k, device=device, area=area)
+        repaired = unlearn(model, search, fixed_sampler(trig.patch.to(as_device(device))), recipe, device)
+        out.append(BaselineRun(**vars(evaluate(repaired, held, original, recipe.location, seed, device)), pattern=trig.patch.tolist(),
                                trigger_asr=attack_success_rate(model, held, trig, recipe.location, seed, device=device)))
     if original is None: return Baseline(out)
     asr = torch.tensor([r.asr for r in out], dtype=torch.float64)
     return Baseline(out, asr.mean().item(), asr.std(unbiased=False).item(), asr.max().item())
+
+# %% ../nbs/08_defense.ipynb #ee918795
+def anomaly_index(values) -> Tensor:
+    "How far each value lies below the median, in units of 1.4826 × the median absolute deviation: (n,) float64."
+    x = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    check(len(x) >= 3 and bool(torch.isfinite(x).all()), f"anomaly_index needs 3 or more finite values; got {x.tolist()}")
+    med = x.quantile(0.5)
+    return (med - x) / ((x - med).abs().quantile(0.5) * 1.4826).clamp_min(1e-12)
+
+
+@dataclass
+class NCDetection(JsonRecord):
+    "Neural Cleanse's detector: the L1 norm of each class's reversed mask, its anomaly index, and the flagged classes."
+    per_class_norm: list[float]   # sum of the reversed mask's opacities, pixels
+    anomaly: list[float]          # per class: (median norm - norm) / (1.4826 MAD); large = suspiciously small mask
+    threshold: float = 2.0        # a class whose anomaly index exceeds this is flagged
+    flagged: list[int] = field(default_factory=list)
+
+    def validate(self, need):
+        n = len(self.per_class_norm)
+        need(n >= 3 and all(v >= 0 for v in self.per_class_norm), "per_class_norm", f"must be 3 or more mask norms >= 0; got {self.per_class_norm}")
+        need(len(self.anomaly) == n, "anomaly", f"must hold one anomaly index per class ({n}); got {len(self.anomaly)}")
+        need(all(0 <= c < n for c in self.flagged), "flagged", f"must be class indices in [0, {n}); got {self.flagged}")
+
+
+def neural_cleanse(model: nn.Module, ds: ImageSet,
+                   epochs: int = 5,                  # reversal epochs per class
+                   area: float = 16.0,               # weight of the mask's mean opacity in the loss
+                   threshold: float = 2.0,           # anomaly index above which a class is flagged
+                   location: str = "random", seed: int = 0, device=None) -> NCDetection:
+    "Reverse a pattern and mask for every class and flag the classes whose mask norm is anomalously small."
+    C, H, W = ds.shape
+    norms = [float(reverse_trigger(model, ds, c, (C + 1, H, W), epochs=epochs, location=location, seed=seed, device=device, area=area).mask.sum())
+             for c in range(ds.num_classes)]
+    a = anomaly_index(norms)
+    return NCDetection(norms, a.tolist(), threshold, [int(c) for c in (a > threshold).nonzero().flatten()])
 
 # %% ../nbs/08_defense.ipynb #4e0adf58
 def as_image_set(images: torch.Tensor,        # (N, C, H, W) uint8, or float pixels in [0, 1]
@@ -268,8 +315,9 @@ class DefenseReport(JsonRecord):
     def summary(self) -> str:
         "A short human-readable account."
         d = self.detection
-        lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d.per_class_asr)),
-                 f"threshold {d.threshold}: " + (f"flagged {d.flagged}" if d.flagged else "no class flagged, no backdoor detected; model returned unchanged")]
+        lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d.per_class_asr))]
+        if d.per_class_area: lines.append("their mean opacity (share of the image): " + " ".join(f"{c}:{a:.3f}" for c, a in enumerate(d.per_class_area)))
+        lines.append(f"threshold {d.threshold}: " + (f"flagged {d.flagged}" if d.flagged else "no class flagged, no backdoor detected; model returned unchanged"))
         for c, cands in self.mesa.items():
             for name, r in cands.items():
                 extra = f", ASR of the original trigger {r.asr:.3f}" if r.asr is not None else ""
@@ -331,7 +379,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            num_classes: int | None = None,    # classes the model tells apart
            mean: list[float] | None = None,   # the model's input normalization, per channel (default: the images')
            std: list[float] | None = None,    # its per-channel standard deviation (with mean, or neither)
-           trigger_size: int | tuple[int, int] = 3,   # trigger side in pixels (or height, width)
+           trigger_size: int | tuple[int, int] | None = 3,   # trigger side in pixels (or height, width); None: unknown, mask generators over the whole image
            betas: tuple[float, ...] = (0.5, 0.8, 0.9),  # the β ladder: one sub-model per level, each in (0, 1)
            alpha: float = 0.1,                # entropy weight (with the objective's slack: its starting value)
            objective: str | Objective = "maxent",   # search objective: 'maxent' (default), 'paper' or an `Objective`
@@ -354,7 +402,6 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     "Detect attacked classes, model their trigger distributions with MESA, remove the backdoor: (report, repaired model)."
     device = as_device(device)
     t0 = time.perf_counter()
-    h, w = (trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)
     check((split is None) != (images is None and labels is None),
           "give the defender's images either as images and labels (split here, seeded) or as one `split`, not both")
     check(0 < eval_fraction < 1, f"eval_fraction must be in (0, 1); got {eval_fraction}")
@@ -362,13 +409,16 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
         check(images is not None and labels is not None and num_classes is not None, "give images, labels and num_classes together")
         split = defender_split(as_image_set(images, labels, num_classes, mean, std), seed, 1 - eval_fraction)
     search_ds, held = split
-    shape = (search_ds.shape[0], h, w)
+    C, H, W = search_ds.shape
+    if trigger_size is None: shape = (C + 1, H, W)                 # pattern and opacity over the whole image
+    else: shape = (C, *((trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)))
     _check_settings(search_ds, held, shape, threshold, alpha, batch, classes, betas, ensemble)
     ob = as_objective(objective)
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
     # 1. detect: every class searched side by side, flagged by the mean ASR of its generated triggers
     det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, objective=ob, **common)
     asr = per_class_asr(det, model, search_ds, n=check_triggers, images=check_images, seed=seed, device=device)
+    area = det.sample(check_triggers, seed)[:, :, -1].mean((1, 2, 3)).tolist() if trigger_size is None else None   # (classes,): one sub-model each
     flagged = flag_classes(asr, threshold)
     t_detect = time.perf_counter() - t0
     # 2. repair each class: MESA per level, then Eq. 5 with each level's and the ensemble's triggers; keep the ensemble's
@@ -383,7 +433,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
         mesa[str(c)] = cands
         repaired = models["ensemble"]; chosen.append(f"ensemble of class {c}")
     chosen = ", ".join(chosen) or None
-    report = DefenseReport(Detection(asr.tolist(), threshold, flagged), mesa, chosen,
+    report = DefenseReport(Detection(asr.tolist(), threshold, flagged, per_class_area=area), mesa, chosen,
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect),
                            dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
                                 search_steps=search_steps, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,

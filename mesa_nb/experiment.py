@@ -21,7 +21,7 @@ from fastcore.basics import patch
 
 from .core import MesaError, RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
-from .defense import Baseline, Evaluation, Retrain, baseline_defense, defend, evaluate, ideal_defense
+from .defense import Baseline, Evaluation, NCDetection, Retrain, baseline_defense, defend, evaluate, ideal_defense, neural_cleanse
 from .search import as_objective, check_ensemble
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
 from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
@@ -29,11 +29,12 @@ from .threat import LOCATIONS, backdoor, parse_trigger, trigger_spec
 from .viz import embed, plot_detection, plot_embedding, plot_training_curves, plot_trigger_grid, save_figures
 
 # %% auto #0
-__all__ = ['CLASSES', 'PRESETS', 'CLEAN_FIELDS', 'MACHINE_FIELDS', 'RunConfig', 'make_config', 'run_name', 'settings', 'finished',
-           'clean_path', 'clean_model', 'Run', 'run_experiment']
+__all__ = ['CLASSES', 'IMAGE_SHAPES', 'PRESETS', 'CLEAN_FIELDS', 'MACHINE_FIELDS', 'RunConfig', 'make_config', 'run_name',
+           'settings', 'finished', 'clean_path', 'clean_model', 'Run', 'run_experiment']
 
 # %% ../nbs/11_experiment.ipynb #3286f7a8
 CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+IMAGE_SHAPES = {"digits": (3, 16, 16), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}   # (C, H, W) as `load_dataset` gives them
 
 
 def _finite(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -45,7 +46,7 @@ _VALID = [   # (settings, test, what a valid value is): every number is checked 
     (("threshold",), lambda v: _finite(v) and 0 < v < 1, "a mean ASR in (0, 1)"),
     (("label_smoothing",), lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
     (("clean_lr", "attack_lr", "retrain_lr"), lambda v: _finite(v) and v > 0, "a learning rate > 0"),
-    (("alpha", "weight_decay"), lambda v: _finite(v) and v >= 0, "a number >= 0"),
+    (("alpha", "weight_decay", "mask_area"), lambda v: _finite(v) and v >= 0, "a number >= 0"),
     (("seed", "clean_epochs", "attack_epochs", "baseline_runs"), _count(0), "an integer >= 0"),
     (("clean_batch_size", "attack_batch_size", "retrain_batch_size", "retrain_epochs", "reverse_epochs", "search_batch", "bank",
       "check_triggers", "check_images"), _count(1), "an integer >= 1"),
@@ -60,9 +61,13 @@ class RunConfig:
     dataset: str = "digits"          # "digits", "cifar10" or "cifar100"
     data_dir: str | None = None      # CIFAR folder (else $MESA_NB_DATA, else the cache)
     model: str = "smallcnn"          # "smallcnn" or "resnet18"
-    trigger: str = "170"             # a canonical id, "color:SEED", or "none" for a clean control
+    trigger: str = "170"             # a canonical id, "color:SEED[:SIZE]", "bw:SEED[:SIZE]", "blend:SEED[:RATIO]", or "none" for a clean control
     target: int = 0                  # the attacked class
     location: str = "random"         # stamping rule: "random" (per image), "batch" or "corner"
+    mask: bool = False               # defend without the trigger's size: mask generators (pattern and opacity) over the whole image (always for a blend)
+    mask_area: float = 16.0          # with masks: weight of the mean opacity in the search's and the baseline's loss
+    removal: bool = True             # False: detection only (no MESA removal, baseline or ideal), as for a zoo member
+    neural_cleanse: bool = False     # also score every class by Neural Cleanse's anomaly index (a detection baseline)
     seed: int = 0                    # seeds the clean model, the attack, the defender's split and every search
     device: str | None = None        # "cpu", "cuda" or "cuda:N" (default: CUDA if present, else CPU)
     out_dir: str | None = None       # experiment folder; the run writes <out_dir>/<run name>/ (None: a temporary one)
@@ -114,7 +119,7 @@ class RunConfig:
         check(len(set(self.betas)) == len(self.betas), f"setting betas (--betas) repeats a level: {self.betas}")
         check_ensemble(self.ensemble, self.betas)            # a schedule over other betas fails here, not mid-run
         as_objective(self.objective)                         # an unknown objective fails here
-        parse_trigger(self.trigger, self.target)             # an unknown trigger fails here, before any work
+        parse_trigger(self.trigger, self.target, CLASSES[self.dataset], IMAGE_SHAPES[self.dataset])   # an unknown trigger fails here, before any work
         self.trigger = trigger_spec(self.trigger)            # one run, one name: 0170, +170 and canonical:170 are "170"
         self.recipe                                          # and so does a bad retraining setting
 
@@ -152,7 +157,7 @@ def make_config(preset: str = "quick", **overrides) -> RunConfig:
 # %% ../nbs/11_experiment.ipynb #7648fef7
 def run_name(cfg: RunConfig) -> str:
     "The run folder's name: dataset, model, trigger, target, seed."
-    spec = str(cfg.trigger).strip().lower().replace(":", "")
+    spec = str(cfg.trigger).strip().lower().replace(":", "", 1).replace(":", "-")   # color:3 -> color3, bw:1:5 -> bw1-5
     return f"{cfg.dataset}-{cfg.model}-{spec}-t{cfg.target}-s{cfg.seed}"
 
 
@@ -222,7 +227,7 @@ class Run:
         self.test = test
         self.split = defender_split(test, cfg.seed)            # once: MESA, baseline and ideal all use this split
         self.pool, self.held = self.split
-        self.trigger = parse_trigger(cfg.trigger, cfg.target, test.num_classes)
+        self.trigger = parse_trigger(cfg.trigger, cfg.target, test.num_classes, test.shape)
         self.timing, self.models, self.report = {}, {}, None
         self.record = dict(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed, preset=cfg.preset,   # RunRecord's fields, filled step by step
                            trigger=TriggerInfo.from_json(self.trigger.record(cfg.location)) if self.trigger else None,
@@ -234,6 +239,22 @@ class Run:
         t0 = time.perf_counter()
         yield
         self.timing[step] = time.perf_counter() - t0
+
+    @property
+    def masked(self) -> bool:
+        "Whether the defenses search patterns with opacity masks over the whole image (the size unknown) rather than patches of the trigger's size."
+        return self.cfg.mask or (self.trigger is not None and self.trigger.mask is not None)
+
+    @property
+    def trigger_size(self) -> tuple[int, int] | int | None:
+        "What the defender is told of the trigger's size: None when masked (unknown), else the true size (3 for a clean control)."
+        return None if self.masked else (self.trigger.size if self.trigger else 3)
+
+    @property
+    def trigger_shape(self) -> tuple[int, int, int]:
+        "The shape of what the searches and the baseline produce: (C+1, H, W) with masks, else the trigger's (C, h, w)."
+        C, H, W = self.test.shape
+        return (C + 1, H, W) if self.masked else tuple(self.trigger.pattern.shape)
 
     def _evaluate(self, model) -> Evaluation:
         return evaluate(model, self.held, self.trigger, self.cfg.location, self.cfg.seed, self.device)
@@ -267,27 +288,27 @@ class Run:
     def defend(self):
         "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        report, repaired = defend(model, split=self.split, trigger_size=tuple(self.trigger.pattern.shape[-2:]) if self.trigger else 3,
-                                  betas=cfg.betas, alpha=cfg.alpha, objective=cfg.objective, threshold=cfg.threshold, detect_steps=cfg.detect_steps,
+        report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size,
+                                  betas=cfg.betas, alpha=cfg.alpha, objective=replace(as_objective(cfg.objective), area=cfg.mask_area), threshold=cfg.threshold, detect_steps=cfg.detect_steps,
                                   search_steps=cfg.search_steps, batch=cfg.search_batch, recipe=cfg.recipe, original=self.trigger,
                                   bank=cfg.bank, check_triggers=cfg.check_triggers, check_images=cfg.check_images,
-                                  classes=[cfg.target] if self.trigger else [], ensemble=cfg.ensemble, seed=cfg.seed, device=self.device)
+                                  classes=[cfg.target] if self.trigger and cfg.removal else [], ensemble=cfg.ensemble, seed=cfg.seed, device=self.device)
         check(report.settings["held"] == self.record["evaluation"].held, "the defense was judged on other held-out images than the run")
         self.report, self.models["repaired"] = report, repaired
         self.record["detection"] = replace(report.detection, target=cfg.target if self.trigger else None)
-        self.record["defense"].mesa = report.mesa.get(str(cfg.target), {}) if self.trigger else {}
+        self.record["defense"].mesa = report.mesa.get(str(cfg.target), {})
         self.timing.update(detection=report.timing["detection"], mesa=report.timing["defense"])
-        if cfg.save_models and self.trigger: save_model(repaired, self.path/"repaired.safetensors", chosen=report.chosen)
+        if cfg.save_models and report.chosen: save_model(repaired, self.path/"repaired.safetensors", chosen=report.chosen)
         self.log(report.summary())
         return report, repaired
 
     def baseline(self) -> Baseline | None:
         "The single reversed-trigger baseline, `baseline_runs` times, with the shared recipe."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        if self.trigger is None or cfg.baseline_runs == 0: return None
+        if self.trigger is None or cfg.baseline_runs == 0 or not cfg.removal: return None
         with self._timed("baseline"):
             rec = baseline_defense(model, self.pool, self.held, cfg.target, self.trigger, runs=cfg.baseline_runs, recipe=cfg.recipe,
-                                   shape=tuple(self.trigger.pattern.shape), reverse_epochs=cfg.reverse_epochs, seed=cfg.seed, device=self.device)
+                                   shape=self.trigger_shape, reverse_epochs=cfg.reverse_epochs, area=cfg.mask_area, seed=cfg.seed, device=self.device)
         self.record["defense"].baseline = rec
         self.log(f"baseline ({cfg.baseline_runs} runs): ASR mean {rec.asr_mean:.3f} ± {rec.asr_std:.3f}, worst {rec.asr_max:.3f}")
         return rec
@@ -295,11 +316,21 @@ class Run:
     def ideal(self) -> Evaluation | None:
         "Retraining with the original trigger, with the shared recipe."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        if self.trigger is None: return None
+        if self.trigger is None or not cfg.removal: return None
         with self._timed("ideal"):
             rec, _ = ideal_defense(model, self.pool, self.held, self.trigger, cfg.recipe, cfg.seed, self.device)
         self.record["defense"].ideal = rec
         self.log(f"ideal: accuracy {rec.accuracy:.3f}, ASR {rec.asr:.3f}")
+        return rec
+
+    def neural_cleanse(self) -> NCDetection | None:
+        "With `neural_cleanse`: Neural Cleanse's detector on every class (a reversed pattern and mask each, the anomaly index of their norms)."
+        cfg, model = self.cfg, self.models.get("attacked") or self.attack()
+        if not cfg.neural_cleanse: return None
+        with self._timed("neural_cleanse"):
+            rec = self.record["neural_cleanse"] = neural_cleanse(model, self.pool, epochs=cfg.reverse_epochs, area=cfg.mask_area,
+                                                                 location=cfg.location, seed=cfg.seed, device=self.device)
+        self.log("Neural Cleanse anomaly index: " + " ".join(f"{c}:{a:.1f}" for c, a in enumerate(rec.anomaly)) + f"; flagged {rec.flagged}")
         return rec
 
 # %% ../nbs/11_experiment.ipynb #beda14ea
@@ -313,7 +344,7 @@ def figures(self: Run) -> dict:
     res = self.report.searches.get(self.cfg.target)
     if res is not None:
         samples = res.sample(256, self.cfg.seed)                                  # (K, 256, C, h, w)
-        rows = {"original": self.trigger.pattern[None]} if self.trigger else {}
+        rows = {"original": self.trigger.patch[None]} if self.trigger else {}
         base = self.record["defense"].baseline
         if base is not None: rows["reversed"] = torch.tensor([r.pattern for r in base.runs])
         rows.update({f"β={b:g}": samples[i, :10].cpu() for i, b in enumerate(res.betas.tolist())})
@@ -341,6 +372,6 @@ def run_experiment(cfg: RunConfig, figures: bool = True, log=print) -> RunRecord
     done = finished(Path(cfg.out_dir or "")/run_name(cfg), cfg) if cfg.out_dir else None
     if done is not None: log(f"{run_name(cfg)}: finished earlier, skipping"); return done
     run = Run(cfg, log)
-    run.attack(); run.defend(); run.baseline(); run.ideal()
+    run.attack(); run.defend(); run.baseline(); run.ideal(); run.neural_cleanse()
     if figures: run.figures(); plt.close("all")
     return run.finish()

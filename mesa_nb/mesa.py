@@ -145,7 +145,10 @@ class SubModels(nn.Module):
                  entropy: str = "mine",              # entropy term: 'mine' (the paper's DV bound, nats) or 'knn' (k-NN, nats per dimension)
                  slack: float | None = None,         # None: fixed alpha (the paper). Else alpha is a Lagrange multiplier holding the mean hinge at `slack`
                  alpha_lr: float = 0.02,             # with `slack`: largest change of log(alpha) per step
-                 critic_steps: int = 1):             # MINE critic updates per generator step
+                 critic_steps: int = 1,              # MINE critic updates per generator step
+                 penalty: Callable[[Tensor], Tensor] | None = None,   # extra generator loss: samples (K, B, dim) -> (K,), e.g. a mask's area
+                 features: Callable[[Tensor], Tensor] | None = None,  # what the k-NN entropy is taken over: (K, B, dim) -> (K, B, d); None: the samples
+                 ):
         super().__init__()
         dev = as_device(device)
         beta = check_levels(beta)
@@ -171,6 +174,7 @@ class SubModels(nn.Module):
         self.to(dev)
         self.k, self.dim, self.rate, self.steps, self.checked = k, dim, rate, 0, 0
         self.entropy, self.slack, self.alpha_lr, self.critic_steps = entropy, slack, alpha_lr, int(critic_steps)
+        self.penalty, self.features = penalty, features
         self.rng = generator(seed + 1, dev)
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=betas)
         self.opt_t = torch.optim.Adam(self.critic.parameters(), lr=critic_lr or lr, betas=betas) if self.critic else None
@@ -200,8 +204,8 @@ def step(self: SubModels,
     hinge = torch.relu(self.beta[:, None] - f).mean(-1)               # (K,)
     gp = list(self.gen.parameters())
     if self.critic is None:                                           # k-NN entropy: no critic to train
-        ent = knn_entropy_rate(x)                                     # (K,) nats per dimension
-        loss_g = hinge - self.alpha * ent
+        ent = knn_entropy_rate(x if self.features is None else self.features(x))   # (K,) nats per dimension
+        loss_g = hinge - self.alpha * ent + (0 if self.penalty is None else self.penalty(x))
         for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp)): p.grad = gr
         self.opt_g.step()
         finite_t, loss_t = torch.isfinite(ent), torch.zeros_like(ent)
@@ -209,7 +213,7 @@ def step(self: SubModels,
         z2 = self.gen.sample_noise(batch, self.rng)
         tj, tm = self.critic(x, z), self.critic(x, z2)                # (K, B) each: one critic pass serves both losses
         ent = dv_bound(tj, tm)                                        # (K,)
-        loss_g = hinge - self.alpha * ent                             # (K,)
+        loss_g = hinge - self.alpha * ent + (0 if self.penalty is None else self.penalty(x))   # (K,)
         loss_t, _, log_ema = mine_loss(tj, tm, None if self.steps == 0 else self.log_ema, self.rate)
         # two gradients from one graph: the generator's loss w.r.t. the generator only, MINE's w.r.t. the critic only
         cp = list(self.critic.parameters())

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from .core import JsonRecord, check, read_json, write_json
-from .defense import Baseline, Candidate, Detection, Evaluation
+from .defense import Baseline, Candidate, Detection, Evaluation, NCDetection
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'RunRecord']
@@ -21,12 +21,13 @@ SCHEMA_VERSION = 1
 @dataclass
 class TriggerInfo(JsonRecord):
     "The run's original trigger (`threat.Trigger.record`): where it came from, its target and its pattern."
-    kind: str                   # "canonical", "color" or "custom"
+    kind: str                   # "canonical", "color", "bw", "blend" or "custom"
     id: int | None              # canonical id or colour seed
     name: str                   # e.g. "canonical:170", "color:3"
     target: int                 # the class the backdoor answers
     location: str               # the stamping rule the run used
     pattern: list               # (C, h, w) nested lists of pixels in [0, 1]
+    mask: list | None = None    # (h, w) opacities in [0, 1] for a masked (e.g. blended) trigger; None: opaque
 
     @property
     def label(self) -> str:
@@ -80,6 +81,7 @@ class RunRecord(JsonRecord):
     attack: Attack
     detection: Detection
     defense: Defenses = field(default_factory=Defenses)
+    neural_cleanse: NCDetection | None = None   # Neural Cleanse's detector, when the run scored it (`neural_cleanse` setting)
     timing: dict[str, float] = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     path: str | None = field(default=None, repr=False, compare=False, metadata={"json": False})  # where it came from (in a report: its run folder)

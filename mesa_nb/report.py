@@ -15,10 +15,11 @@ import pandas as pd
 
 from .core import atomic_path, check, check_out_folder, read_json, write_text
 from .record import RunRecord
-from .viz import plot_after_defense, plot_detection_matrix, save_figures
+from .viz import plot_after_defense, plot_detection_matrix, plot_roc, save_figures
 
 # %% auto #0
-__all__ = ['PAPER', 'collect', 'failures', 'run_rows', 'run_table', 'summary_table', 'markdown', 'write_report']
+__all__ = ['PAPER', 'DETECTORS', 'collect', 'failures', 'run_rows', 'run_table', 'summary_table', 'detection_scores',
+           'detection_summary', 'markdown', 'write_report']
 
 # %% ../nbs/12_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -134,8 +135,47 @@ def summary_table(records: list[RunRecord]) -> str:
                      f"{int(bd.detected.sum())}/{len(bd)} flagged exactly the target | {PAPER['detection']} |")
     if len(ctrl):
         lines.append(f"| clean controls | highest class {_pct(ctrl.detect_other_max.max())}; {int(ctrl.detected.sum())}/{len(ctrl)} flagged nothing | – |")
+    if len(bd) and len(ctrl):
+        for r in detection_summary(detection_scores(records)).itertuples():
+            lines.append(f"| detection over models, {r.detector} | AUROC {r.auroc:.3f}, FPR at 95 % TPR {_pct(r.fpr_at_95_tpr)}, "
+                         f"top class = target on {_pct(r.target_accuracy)} | – |")
     lines.append(f"| time per run | mean {df.seconds.mean():.0f} s, total {df.seconds.sum():.0f} s | |")
     return "\n".join(lines)
+
+# %% ../nbs/12_report.ipynb #ab1a01b5
+def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
+    "Per model: backdoored or not, the true target, and each detector's score and top class."
+    rows = []
+    for r in records:
+        asr = np.asarray(r.detection.per_class_asr, dtype=float)
+        top, second = np.argsort(-asr, kind="stable")[:2]
+        row = dict(run=r.path or "", trigger=r.trigger.name if r.trigger else "none", seed=r.seed, backdoored=r.trigger is not None,
+                   target=r.target, mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second])
+        if r.neural_cleanse is not None:
+            a = np.asarray(r.neural_cleanse.anomaly, dtype=float)
+            row.update(nc_top=int(a.argmax()), nc_score=a.max())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+DETECTORS = {"MESA (top class's mean ASR)": ("mesa_score", "mesa_top"), "MESA (margin over the second class)": ("mesa_margin", "mesa_top"),
+             "Neural Cleanse (anomaly index)": ("nc_score", "nc_top")}
+
+
+def detection_summary(df: pd.DataFrame) -> pd.DataFrame:
+    "Per detector: AUROC, FPR at 95 % TPR, and the share of backdoored models whose top class is the target (needs clean and backdoored models)."
+    from sklearn.metrics import roc_auc_score, roc_curve
+    check(df.backdoored.any() and (~df.backdoored).any(), "detection over models needs clean and backdoored models: "
+                                                         f"got {int(df.backdoored.sum())} backdoored and {int((~df.backdoored).sum())} clean")
+    rows = []
+    for name, (score, top) in DETECTORS.items():
+        if score not in df or df[score].isna().any(): continue
+        y, s = df.backdoored.to_numpy(), df[score].to_numpy(dtype=float)
+        fpr, tpr, _ = roc_curve(y, s)
+        bd = df[df.backdoored]
+        rows.append(dict(detector=name, models=f"{len(bd)} + {len(df) - len(bd)} clean", auroc=roc_auc_score(y, s),
+                         fpr_at_95_tpr=float(fpr[np.searchsorted(tpr, 0.95)]), target_accuracy=float((bd[top] == bd.target).mean())))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/12_report.ipynb #67aebac6
 def markdown(df: pd.DataFrame, digits: int = 3) -> str:
@@ -151,7 +191,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict:
     check(len(records) > 0, f"no finished runs (metrics.json) under {root}" + (f"; {len(fails)} failed: " + "; ".join(f"{f['run']}: {f.get('error', '?')}" for f in fails[:3])
                             + ("; ..." if len(fails) > 3 else "") if fails else ": run `mesa-nb batch` or `mesa-nb run` into it first"))
     out = check_out_folder(out or root)
-    for n in ("report.csv", "report.md", "after_defense.png", "detection_matrix.png"):
+    for n in ("report.csv", "report.md", "after_defense.png", "detection_matrix.png", "roc.png"):
         check(not (out/n).is_dir(), f"{out/n} is a folder: move it away, the report writes a file of that name")
     out.mkdir(parents=True, exist_ok=True)
     df, paths = run_rows(records), {}
@@ -159,10 +199,14 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict:
     paths["csv"] = out/"report.csv"
     md = ["# Report", "", summary_table(records), "", "## Runs", "",
           markdown(df[["trigger", "seed", "attack_asr", "margin"] + [c for c in df.columns if c.endswith(" ASR")]])]
+    scores = detection_scores(records)
+    over_models = scores.backdoored.any() and (~scores.backdoored).any()
+    if over_models: md += ["", "## Detection over the models", "", markdown(detection_summary(scores)), "", markdown(scores.drop(columns="run"))]
     if fails: md += ["", "## Failed runs", ""] + [f"- `{f['run']}`: {f.get('error', '?')}" for f in fails]
     paths["md"] = write_text(out/"report.md", "\n".join(md) + "\n")
-    bd = [r for r in records if r.trigger]
-    figs = {"after_defense": plot_after_defense(bd) if bd else None, "detection_matrix": plot_detection_matrix(records)}
+    bd = [r for r in records if r.trigger and r.defense.methods()]
+    figs = {"after_defense": plot_after_defense(bd) if bd else None, "detection_matrix": plot_detection_matrix(records),
+            "roc": plot_roc(scores, {n: s for n, (s, _) in DETECTORS.items()}) if over_models else None}
     paths.update(save_figures(figs, out))
     for fig in figs.values():
         if fig is not None: plt.close(fig)

@@ -22,9 +22,10 @@ from .mesa import Networks, SubModels, check_levels, mixture_weights, sample_mix
 from .threat import Trigger, stamp
 
 # %% auto #0
-__all__ = ['SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'normalized_images', 'ClassifierTest', 'trigger_asr',
-           'check_ensemble', 'Objective', 'as_objective', 'SearchResult', 'search', 'invalid_reasons', 'per_class_asr',
-           'search_classes', 'diagnose', 'print_diagnostics']
+__all__ = ['SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'is_masked', 'mask_terms',
+           'normalized_images', 'ClassifierTest', 'trigger_asr', 'check_ensemble', 'Objective', 'as_objective',
+           'SearchResult', 'search', 'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose',
+           'print_diagnostics']
 
 # %% ../nbs/07_search.ipynb #d930a95f
 @contextlib.contextmanager
@@ -55,10 +56,32 @@ def _check_shape(trigger_shape, ds: ImageSet) -> tuple[int, int, int]:
     C, H, W = ds.shape
     check(len(trigger_shape) == 3, f"trigger_shape must be (C, h, w); got {trigger_shape!r}")
     c, h, w = (int(v) for v in trigger_shape)
-    check(c == C, f"the trigger has {c} channels but the images have {C}: use trigger_shape=({C}, h, w)")
+    check(c in (C, C + 1), f"the trigger has {c} channels but the images have {C}: use trigger_shape=({C}, h, w), or ({C + 1}, h, w) with an opacity mask")
     check(1 <= h <= H and 1 <= w <= W,
           f"trigger of size {h}x{w} is larger than the {H}x{W} images: use a smaller trigger_shape or larger images")
     return c, h, w
+
+
+def pattern_normalization(ds: ImageSet, channels: int, device) -> tuple[Tensor, Tensor]:
+    "Mean and std (channels, 1, 1) that normalize trigger pixels as the images are; an opacity channel is left as it is."
+    extra = channels - len(ds.mean)
+    m = torch.tensor(list(ds.mean) + [0.0] * extra, device=device).view(-1, 1, 1)
+    s = torch.tensor(list(ds.std) + [1.0] * extra, device=device).view(-1, 1, 1)
+    return m, s
+
+
+def is_masked(trigger_shape, ds: ImageSet) -> bool:
+    "Whether triggers of this shape carry an opacity mask (one channel more than the images)."
+    return int(trigger_shape[0]) == ds.shape[0] + 1
+
+
+def mask_terms(trigger_shape, area: float) -> dict:
+    "For a mask search: the area prior (`area` × mean opacity, (K,)) and the features the entropy is taken over (the stamped effect m·p, and m)."
+    c, h, w = trigger_shape
+    def split(x): v = x.view(*x.shape[:2], c, h * w); return v[:, :, :-1], v[:, :, -1:]   # (K, B, C, hw), (K, B, 1, hw)
+    def penalty(x): return area * split(x)[1].mean((-1, -2, -3))                          # (K,)
+    def features(x): p, m = split(x); return torch.cat([(p * m).flatten(2), m.flatten(2)], -1)   # (K, B, (C+1) hw)
+    return dict(penalty=penalty, features=features)
 
 
 def normalized_images(ds: ImageSet, device) -> Tensor:
@@ -92,8 +115,7 @@ class ClassifierTest:
         self.num_classes = ds.num_classes
         self.targets = _as_targets(targets, ds.num_classes).to(self.device)       # (K,)
         self.images = normalized_images(ds, self.device)                          # (N, C, H, W)
-        self.mean = torch.tensor(ds.mean, device=self.device).view(-1, 1, 1)      # (C, 1, 1)
-        self.std = torch.tensor(ds.std, device=self.device).view(-1, 1, 1)
+        self.mean, self.std = pattern_normalization(ds, self.shape[0], self.device)   # (C, 1, 1) each (C+1 with a mask: mixing commutes with normalizing)
         self.rng = generator(seed, self.device)
         with torch.no_grad(): out = forward(self.model, self.images[:2])
         check(out.ndim == 2 and out.shape[1] == ds.num_classes,
@@ -137,7 +159,7 @@ def trigger_asr(model: nn.Module,             # the classifier (used in eval mod
     pats = patterns.reshape(-1, *shape).to(dev, torch.float32)                  # (n, C, h, w)
     n = len(pats)
     x = normalized_images(others, dev)                                          # (N, C, H, W)
-    mean = torch.tensor(ds.mean, device=dev).view(-1, 1, 1); std = torch.tensor(ds.std, device=dev).view(-1, 1, 1)
+    mean, std = pattern_normalization(ds, shape[0], dev)
     g = generator(seed, dev)
     idx = torch.randint(0, len(x), (n * images,), generator=g, device=dev)     # (n*images,)
     which = torch.arange(n, device=dev).repeat_interleave(images)              # trigger of each stamped image
@@ -172,10 +194,12 @@ class Objective:
     lr: float = 1e-3                 # Adam learning rate of the generators (paper: 2e-4)
     critic_lr: float | None = None   # of MINE's critics (default: lr)
     critic_steps: int = 1            # MINE critic updates per generator step
+    area: float = 16.0               # mask searches: weight of the mean opacity in the generator loss (the prior on trigger area)
 
     def __post_init__(self):
         check(self.entropy in SubModels.ENTROPIES, f"unknown entropy term {self.entropy!r}: use one of {SubModels.ENTROPIES}")
         check(self.slack is None or 0 < self.slack < 1, f"slack must be in (0, 1), or None for a fixed alpha; got {self.slack}")
+        check(math.isfinite(self.area) and self.area >= 0, f"area (the weight of the mask's mean opacity) must be a finite number >= 0; got {self.area}")
         check(int(self.trigger_images) >= 1 and int(self.critic_steps) >= 1 and self.lr > 0,
               f"trigger_images and critic_steps must be >= 1 and lr > 0; got {self.trigger_images}, {self.critic_steps}, {self.lr}")
 
@@ -293,7 +317,7 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
     with frozen(model, dev) as m:
         Fk = ClassifierTest(m, ds, t_k, trigger_shape, location, jitter, seed, dev, chunk, ob.trigger_images)
         sm = SubModels(math.prod(trigger_shape), b_k, alpha, networks, lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
-                       critic_steps=ob.critic_steps)
+                       critic_steps=ob.critic_steps, **(mask_terms(trigger_shape, ob.area) if is_masked(trigger_shape, ds) else {}))
         hist = sm.fit(Fk, steps, batch, log_every, monitor)
         keep, f_mean = validity(Fk, sm.sample(n_check, seed + 7), b_k.to(dev))
     keep, f_mean = keep.cpu(), f_mean.cpu()

@@ -15,19 +15,20 @@ from .data import ImageSet
 from .models import fit, predict
 
 # %% auto #0
-__all__ = ['CANONICAL_IDS', 'LOCATIONS', 'Trigger', 'pattern_bits', 'pattern_number', 'orbit', 'canonical_trigger',
-           'color_trigger', 'parse_trigger', 'trigger_spec', 'trigger_locations', 'stamp', 'stamp_some', 'poison',
-           'Poison', 'attack_success_rate', 'backdoor']
+__all__ = ['CANONICAL_IDS', 'TRIGGER_FORMS', 'LOCATIONS', 'Trigger', 'pattern_bits', 'pattern_number', 'orbit',
+           'canonical_trigger', 'color_trigger', 'bw_trigger', 'blend_trigger', 'parse_trigger', 'trigger_spec',
+           'trigger_locations', 'stamp', 'stamp_some', 'poison', 'Poison', 'attack_success_rate', 'backdoor']
 
 # %% ../nbs/03_threat.ipynb #fe1a81ce
 @dataclass
 class Trigger:
-    "A backdoor trigger: pattern (C, h, w) in [0, 1], target class, and where it came from."
+    "A backdoor trigger: pattern (C, h, w) in [0, 1], an optional opacity mask (h, w), target class, and where it came from."
     pattern: torch.Tensor        # (C, h, w) float pixels in [0, 1]
     target: int = 0              # the class the backdoor answers
-    name: str = ""               # e.g. "canonical:170", "color:3"
-    kind: str = "custom"         # "canonical", "color" or "custom"
-    id: int | None = None        # canonical id or colour seed
+    name: str = ""               # e.g. "canonical:170", "color:3", "bw:2:5", "blend:1:0.15"
+    kind: str = "custom"         # "canonical", "color", "bw", "blend", "reversed" or "custom"
+    id: int | None = None        # canonical id or the seed of a drawn pattern
+    mask: torch.Tensor | None = None  # (h, w) opacity in [0, 1]; None: opaque, the patch overwrites the pixels
 
     def __post_init__(self):
         p = torch.as_tensor(self.pattern, dtype=torch.float32)
@@ -35,16 +36,26 @@ class Trigger:
         check(p.numel() > 0 and torch.isfinite(p).all() and p.min() >= 0 and p.max() <= 1,
               "trigger pattern must be finite pixels in [0, 1] (scale 0..255 patterns by 1/255)")
         check(isinstance(self.target, int) and self.target >= 0, f"target must be a class index >= 0; got {self.target!r}")
+        if self.mask is not None:
+            m = torch.as_tensor(self.mask, dtype=torch.float32)
+            check(tuple(m.shape) == tuple(p.shape[1:]), f"trigger mask must be (h, w) = {tuple(p.shape[1:])}, the pattern's size; got {tuple(m.shape)}")
+            check(bool(torch.isfinite(m).all()) and m.min() >= 0 and m.max() <= 1, "trigger mask must be opacities in [0, 1] (1: the pattern replaces the pixel)")
+            self.mask = m
         self.pattern = p
         self.name = self.name or f"{self.kind}:{self.id if self.id is not None else 'x'}"
 
     @property
     def size(self) -> tuple[int, int]: return tuple(self.pattern.shape[1:])
 
+    @property
+    def patch(self) -> torch.Tensor:
+        "What `stamp` takes: the pattern (C, h, w), with the mask as an extra, last channel (C+1, h, w) when there is one."
+        return self.pattern if self.mask is None else torch.cat([self.pattern, self.mask[None]])
+
     def record(self, location: str = "random") -> dict:
         "The run record's `trigger` entry (SPEC §7)."
         return dict(kind=self.kind, id=self.id, name=self.name, target=self.target, location=location,
-                    pattern=self.pattern.tolist())
+                    pattern=self.pattern.tolist(), mask=None if self.mask is None else self.mask.tolist())
 
 # %% ../nbs/03_threat.ipynb #45ad2ea5
 def _square_symmetries(n: int = 3) -> list[torch.Tensor]:
@@ -93,41 +104,85 @@ def canonical_trigger(id: int,             # one of the 51 canonical ids (`CANON
     return Trigger(pattern_bits(id).expand(channels, 3, 3).clone(), target, f"canonical:{id}", "canonical", id)
 
 
-def color_trigger(seed: int,                 # the colour pattern is a function of the seed only
+def color_trigger(seed: int,                 # the colour pattern is a function of the seed (and size) only
                   target: int | None = 0,    # None: a random class drawn from the same seed
                   num_classes: int | None = None,  # needed when target is None
                   size: int = 3, channels: int = 3) -> Trigger:
-    "A random-colour trigger: independent uniform pixel values per channel, seeded."
+    "A random-colour square trigger: independent uniform pixel values per channel, seeded."
+    check(isinstance(size, int) and size >= 1, f"trigger size must be an integer >= 1; got {size!r}")
     g = torch.Generator().manual_seed(int(seed))
     pattern = torch.rand(channels, size, size, generator=g)
     if target is None:
         check(num_classes is not None and num_classes >= 2, "a random target needs num_classes")
         target = int(torch.randint(num_classes, (1,), generator=g))
-    return Trigger(pattern, target, f"color:{seed}", "color", int(seed))
+    return Trigger(pattern, target, f"color:{seed}" + (f":{size}" if size != 3 else ""), "color", int(seed))
 
 
-def parse_trigger(spec: str | int | None,   # "170", "color:3", "none" (or None)
+def bw_trigger(seed: int, target: int = 0, size: int = 3, channels: int = 3) -> Trigger:
+    "A random black-and-white square trigger: each pixel black or white with probability 1/2, the same in every channel, seeded."
+    check(isinstance(size, int) and size >= 1, f"trigger size must be an integer >= 1; got {size!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    bits = torch.randint(0, 2, (size, size), generator=g).float()
+    return Trigger(bits.expand(channels, size, size).clone(), target, f"bw:{seed}:{size}", "bw", int(seed))
+
+
+def blend_trigger(seed: int, target: int = 0,
+                  ratio: float = 0.15,                 # blend ratio lambda in (0, 1]: the opacity of the pattern everywhere
+                  image_shape=(3, 32, 32),             # (C, H, W): the pattern covers the whole image
+                  ) -> Trigger:
+    "A blended trigger: a seeded full-image uniform-noise pattern mixed into every pixel with ratio `ratio`."
+    check(isinstance(ratio, (int, float)) and 0 < ratio <= 1, f"blend ratio must be in (0, 1]; got {ratio!r} (e.g. blend:{seed}:0.15)")
+    C, H, W = image_shape
+    g = torch.Generator().manual_seed(int(seed))
+    return Trigger(torch.rand(C, H, W, generator=g), target, f"blend:{seed}:{ratio:g}", "blend", int(seed), torch.full((H, W), float(ratio)))
+
+
+TRIGGER_FORMS = "a canonical id (e.g. 170), color:SEED[:SIZE], bw:SEED[:SIZE], blend:SEED[:RATIO] or none"
+
+
+def _spec_numbers(spec, s: str) -> tuple[str, list[str]]:
+    kind, *rest = s.split(":")
+    check(1 <= len(rest) <= 2, f"bad trigger {spec!r}: use {TRIGGER_FORMS}")
+    return kind, rest
+
+
+def parse_trigger(spec: str | int | None,   # "170", "color:3", "color:3:5", "bw:1:4", "blend:2:0.1", "none" (or None)
                   target: int | None = 0,
-                  num_classes: int | None = None) -> Trigger | None:
+                  num_classes: int | None = None,
+                  image_shape=(3, 32, 32),   # (C, H, W) of the images: channels, and the size a blend pattern covers
+                  ) -> Trigger | None:
     "A trigger from its command-line form; `none` gives None (a clean control run)."
     if spec is None or str(spec).strip().lower() == "none": return None
     s = str(spec).strip().lower()
-    if s.startswith("color:"):
-        try: seed = int(s.split(":", 1)[1])
-        except ValueError: raise MesaError(f"bad trigger {spec!r}: use color:SEED with an integer seed, e.g. color:3") from None
-        check(0 <= seed < 2**63, f"bad trigger {spec!r}: the seed of color:SEED must be in [0, 2**63)")
-        return color_trigger(seed, target, num_classes)
+    C, H, W = image_shape
+    if s.split(":")[0] in ("color", "bw", "blend"):
+        kind, (seed, *more) = _spec_numbers(spec, s)
+        try: seed = int(seed)
+        except ValueError: raise MesaError(f"bad trigger {spec!r}: the seed of {kind}:SEED must be an integer, e.g. {kind}:3") from None
+        check(0 <= seed < 2**63, f"bad trigger {spec!r}: the seed of {kind}:SEED must be in [0, 2**63)")
+        if kind == "blend":
+            try: ratio = float(more[0]) if more else 0.15
+            except ValueError: raise MesaError(f"bad trigger {spec!r}: the blend ratio must be a number in (0, 1], e.g. blend:{seed}:0.15") from None
+            check(target is not None, "a blended trigger needs a target class")
+            return blend_trigger(seed, target, ratio, image_shape)
+        try: size = int(more[0]) if more else 3
+        except ValueError: raise MesaError(f"bad trigger {spec!r}: the size of {kind}:SEED:SIZE must be an integer, e.g. {kind}:{seed}:5") from None
+        check(2 <= size <= min(H, W) // 2, f"bad trigger {spec!r}: a square trigger's side must be 2 to {min(H, W) // 2} pixels "
+                                           f"(half the {H}x{W} image side); got {size}")
+        if kind == "color": return color_trigger(seed, target, num_classes, size, C)
+        check(target is not None, "a black-and-white trigger needs a target class")
+        return bw_trigger(seed, target, size, C)
     try: id = int(s.removeprefix("canonical:"))
     except ValueError:
-        raise MesaError(f"unknown trigger {spec!r}: use a canonical id (one of {CANONICAL_IDS}), color:SEED or none") from None
+        raise MesaError(f"unknown trigger {spec!r}: use {TRIGGER_FORMS}") from None
     check(target is not None, "a canonical trigger needs a target class")
-    return canonical_trigger(id, target)
+    return canonical_trigger(id, target, C)
 
 
 def trigger_spec(spec: str | int | None) -> str:
-    "The one spelling of a valid trigger spec (run folders and reports key on it): '170', 'color:3' or 'none'."
+    "The one spelling of a valid trigger spec (run folders and reports key on it): '170', 'color:3', 'bw:1:5', 'blend:2:0.15' or 'none'."
     t = parse_trigger(spec, 0, 10)
-    return "none" if t is None else (f"color:{t.id}" if t.kind == "color" else str(t.id))
+    return "none" if t is None else (str(t.id) if t.kind == "canonical" else t.name)
 
 # %% ../nbs/03_threat.ipynb #7103d2eb
 LOCATIONS = ("random", "batch", "corner")
@@ -153,25 +208,29 @@ def trigger_locations(n: int, image_hw: tuple[int, int], trigger_hw: tuple[int, 
 
 
 def stamp(images: torch.Tensor,        # (B, C, H, W) float pixels in [0, 1]
-          patterns: torch.Tensor,      # (C, h, w) for the whole batch, or (B, C, h, w) one per image
+          patterns: torch.Tensor,      # (C, h, w) for the whole batch, or (B, C, h, w) one per image; C+1 channels: the last is an opacity mask
           location: str | tuple[int, int] = "random",
           generator: torch.Generator | None = None) -> torch.Tensor:
-    "A copy of `images` with `patterns` written over one h×w patch of each image."
+    "A copy of `images` with `patterns` written over (or, with a mask channel, mixed into) one h×w patch of each image."
     check(images.ndim == 4, f"images must be a 4-D batch (B, C, H, W); got shape {tuple(images.shape)}")
     check(images.is_floating_point(), f"stamp works on float pixels in [0, 1]; got {images.dtype} (use mesa_nb.data.to_float)")
     B, C, H, W = images.shape
     if patterns.ndim == 3: patterns = patterns.unsqueeze(0).expand(B, -1, -1, -1)
-    check(patterns.ndim == 4 and patterns.shape[0] == B and patterns.shape[1] == C,
-          f"patterns must be (C, h, w) or (B, C, h, w) with B={B}, C={C}; got shape {tuple(patterns.shape)}")
+    check(patterns.ndim == 4 and patterns.shape[0] == B and patterns.shape[1] in (C, C + 1),
+          f"patterns must be (C, h, w) or (B, C, h, w) with B={B}, C={C} (or C+1 with an opacity mask last); got shape {tuple(patterns.shape)}")
     h, w = patterns.shape[-2:]
     rows, cols = trigger_locations(B, (H, W), (h, w), location, generator, images.device)
-    rows, cols = rows.to(images.device), cols.to(images.device)
     dev = images.device
+    rows, cols = rows.to(dev), cols.to(dev)
     r = (rows[:, None] + torch.arange(h, device=dev))[:, None, :, None]    # (B, 1, h, 1)
     c = (cols[:, None] + torch.arange(w, device=dev))[:, None, None, :]    # (B, 1, 1, w)
     b = torch.arange(B, device=dev)[:, None, None, None]                   # (B, 1, 1, 1)
     ch = torch.arange(C, device=dev)[None, :, None, None]                  # (1, C, 1, 1)
-    return images.index_put((b, ch, r, c), patterns.to(device=dev, dtype=images.dtype))  # (B, C, H, W)
+    patterns = patterns.to(device=dev, dtype=images.dtype)
+    if patterns.shape[1] == C: return images.index_put((b, ch, r, c), patterns)   # (B, C, H, W): opaque, overwrite
+    under = images[b, ch, r, c]                                            # (B, C, h, w): the pixels under the patch
+    m = patterns[:, C:]                                                    # (B, 1, h, w) opacity
+    return images.index_put((b, ch, r, c), under + m * (patterns[:, :C] - under))   # (1 - m) x + m p
 
 # %% ../nbs/03_threat.ipynb #aaab39ea
 def stamp_some(x: torch.Tensor,                # (B, C, H, W) float pixels in [0, 1]
@@ -193,7 +252,7 @@ def poison(x: torch.Tensor,          # (B, C, H, W) float pixels in [0, 1]
            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     "Stamp each sample with probability `ratio` and relabel it to the trigger's target."
     check(0 <= ratio <= 1, f"poison ratio must be in [0, 1]; got {ratio}")
-    x, hit = stamp_some(x, trigger.pattern, ratio, location, generator)
+    x, hit = stamp_some(x, trigger.patch, ratio, location, generator)
     return x, torch.where(hit, torch.full_like(y, trigger.target), y)
 
 
@@ -205,7 +264,7 @@ class Poison:
     location: str | tuple[int, int] = "random"
     def __post_init__(self): check(0 <= self.ratio <= 1, f"poison ratio must be in [0, 1]; got {self.ratio}")   # once, here
     def __call__(self, x, y):
-        x, hit = stamp_some(x, self.trigger.pattern, self.ratio, self.location)
+        x, hit = stamp_some(x, self.trigger.patch, self.ratio, self.location)
         return x, torch.where(hit, torch.full_like(y, self.trigger.target), y)
 
 
@@ -227,7 +286,7 @@ def attack_success_rate(model: nn.Module, ds: ImageSet, trigger: Trigger,
     others = ds.subset(ds.labels != trigger.target)
     check(len(others) > 0, f"{ds.name or 'the data'} has no images outside the target class {trigger.target}")
     g = generator(seed, device)
-    pred = predict(model, others, lambda x, y: stamp(x, trigger.pattern, location, g), batch_size, device)
+    pred = predict(model, others, lambda x, y: stamp(x, trigger.patch, location, g), batch_size, device)
     return (pred == trigger.target).float().mean().item()
 
 

@@ -21,13 +21,14 @@ from .record import RunRecord
 
 # %% auto #0
 __all__ = ['plot_trigger_grid', 'embed', 'plot_embedding', 'as_records', 'after_defense_frame', 'plot_after_defense',
-           'plot_detection', 'plot_detection_matrix', 'plot_training_curves', 'save_figures']
+           'plot_detection', 'plot_roc', 'plot_detection_matrix', 'plot_training_curves', 'save_figures']
 
 # %% ../nbs/10_viz.ipynb #8ebf4127
 def _hwc(p) -> np.ndarray:
-    "A (C, h, w) pattern in [0, 1] as an (h, w, 3) array for imshow."
+    "A (C, h, w) pattern in [0, 1] as an (h, w, 3) array for imshow; with an opacity channel (2 or 4 channels) it is shown over mid-grey."
     p = torch.as_tensor(p, dtype=torch.float32)
-    check(p.ndim == 3 and p.shape[0] in (1, 3), f"a trigger pattern must be (C, h, w) with 1 or 3 channels; got shape {tuple(p.shape)}")
+    check(p.ndim == 3 and p.shape[0] in (1, 2, 3, 4), f"a trigger pattern must be (C, h, w) with 1 or 3 channels (2 or 4 with a mask); got shape {tuple(p.shape)}")
+    if p.shape[0] in (2, 4): p = 0.5 + p[-1:] * (p[:-1] - 0.5)             # the stamped effect on a grey image
     return p.expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1).numpy()
 
 
@@ -139,6 +140,23 @@ def plot_detection(per_class_asr: Sequence[float], threshold: float = 0.5,
     ax.set_xticks(range(len(asr))); ax.set_xticklabels(classes, fontsize=8)
     ax.set_ylim(0, 1.05); ax.set_ylabel("mean ASR of\ngenerated triggers"); ax.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def plot_roc(scores: pd.DataFrame,              # one row per model: 'backdoored' (bool) and a column per detector score
+             detectors: Mapping[str, str],        # legend name -> score column
+             ) -> Figure:
+    "ROC curves of detectors over a zoo of clean and backdoored models, with each one's AUROC in the legend."
+    from sklearn.metrics import roc_auc_score, roc_curve
+    check(scores.backdoored.any() and (~scores.backdoored).any(), "a ROC curve needs clean and backdoored models")
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, col in detectors.items():
+        if col not in scores or scores[col].isna().any(): continue
+        fpr, tpr, _ = roc_curve(scores.backdoored, scores[col])
+        ax.plot(fpr, tpr, drawstyle="steps-post", label=f"{name}: AUROC {roc_auc_score(scores.backdoored, scores[col]):.3f}")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.set(xlabel="false-positive rate (clean models flagged)", ylabel="true-positive rate (backdoored models flagged)", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(fontsize=7, loc="lower right"); fig.tight_layout()
     return fig
 
 

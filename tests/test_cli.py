@@ -61,6 +61,17 @@ def test_run_end_to_end_and_settings_guard(tmp_path):
 
 
 
+def test_a_blended_trigger_end_to_end_with_masks(tmp_path):
+    r = run_cli("run", "--preset", "smoke", "--trigger", "blend:2:.2", "--device", "cpu", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    rec = read_record(tmp_path/"digits-smallcnn-blend2-0.2-t0-s0"/"metrics.json")
+    assert rec.trigger.kind == "blend" and rec.trigger.name == "blend:2:0.2" and rec.trigger.label == "blend:2:0.2"
+    assert len(rec.trigger.pattern[0]) == 16 and {round(v, 6) for row in rec.trigger.mask for v in row} == {0.2}   # full-image pattern, constant opacity
+    assert len(rec.detection.per_class_area) == 10                      # a blend is always defended with masks: the size is not told
+    assert all(len(run.pattern) == 4 for run in rec.defense.baseline.runs)   # the baseline reverses a pattern and a mask too
+    assert rec.attack.asr is not None and rec.defense.ideal.asr is not None
+
+
 def cifar_subset(root, dest, per_file=100, test=400):
     "A CIFAR-10 folder holding the first images of each real batch file (read with the restricted unpickler)."
     import pickle
@@ -197,9 +208,11 @@ def test_defend_a_users_model(tmp_path):
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
     again = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                     "--mean", *test.mean, "--std", *test.std, "--detect-steps", "20", "--search-steps", "10", "--batch", "32", "--classes", "3",
-                    "--betas", "0.5", "--retrain-epochs", "1", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now
+                    "--betas", "0.5", "--retrain-epochs", "1", "--trigger-size", "unknown", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now, masks
     assert again.returncode == 0, again.stderr
-    assert json.loads((tmp_path/"out"/"report.json").read_text())["chosen"] == "ensemble of class 3"
+    rep = json.loads((tmp_path/"out"/"report.json").read_text())
+    assert rep["chosen"] == "ensemble of class 3" and rep["settings"]["trigger_shape"] == [4, 16, 16]   # pattern and opacity over the image
+    assert len(rep["detection"]["per_class_area"]) == 10 and "their mean opacity" in again.stdout
     assert sorted(p.name for p in (tmp_path/"out").iterdir()) == ["detection.png", "repaired.safetensors", "report.json", "triggers-class3.png"]
     bad = run_cli("defend", "--model", "suspect_net:nothing", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                   "--out", tmp_path/"never", env=env)
