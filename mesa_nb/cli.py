@@ -155,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--preset", default="quick", help=f"the settings every option not given comes from: {', '.join(sorted(PRESETS))} (default: quick)")
         c.add_argument("--notebook", default=None, help="the experiment notebook to run (default: the package's run template)")
     b, z = cmd["batch"], cmd["zoo"]
-    b.add_argument("--trigger", nargs="+", default=["all"], help="ids, ranges a-b, color:SEED or color:a-b, none, all (default: all)")
+    b.add_argument("--trigger", nargs="+", default=["all"], help="ids, ranges a-b, color:SEED[:SIZE] or color:a-b, bw:SEED[:SIZE], blend:SEED[:RATIO], none, all (default: all)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per trigger per seed (default: 0)")
     z.add_argument("--clean", type=int, default=20, help="clean models, seeds 0, 1, ... (default: 20)")
     z.add_argument("--backdoored", type=int, default=20, help="backdoored models of mixed trigger kinds (default: 20)")

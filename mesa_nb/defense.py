@@ -385,6 +385,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            objective: str | Objective = "maxent",   # search objective: 'maxent' (default), 'paper' or an `Objective`
            threshold: float = 0.5,            # flag a class whose generated triggers exceed this mean ASR
            detect_steps: int | None = None,   # detection search steps (default: 10 epochs over the search images)
+           detect_halving: int = 0,           # detection: rungs of successive halving (each stops the worse half of the classes); 0: none
            search_steps: int | None = None,   # per-class search steps (default: 10 epochs)
            batch: int = 128,                  # triggers per sub-model per search step
            recipe: Retrain = Retrain(),       # the retraining recipe shared by MESA, baseline and ideal
@@ -416,7 +417,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     ob = as_objective(objective)
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
     # 1. detect: every class searched side by side, flagged by the mean ASR of its generated triggers
-    det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, objective=ob, **common)
+    det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, objective=ob, halving=detect_halving, **common)
     asr = per_class_asr(det, model, search_ds, n=check_triggers, images=check_images, seed=seed, device=device)
     area = det.sample(check_triggers, seed)[:, :, -1].mean((1, 2, 3)).tolist() if trigger_size is None else None   # (classes,): one sub-model each
     flagged = flag_classes(asr, threshold)
@@ -436,7 +437,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     report = DefenseReport(Detection(asr.tolist(), threshold, flagged, per_class_area=area), mesa, chosen,
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect),
                            dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
-                                search_steps=search_steps, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
+                                search_steps=search_steps, detect_halving=detect_halving, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
                                 held=held.digest(), held_images=len(held), search_images=len(search_ds),
                                 check_triggers=check_triggers, check_images=check_images),
                            environment(device), searches)

@@ -24,7 +24,7 @@ from .threat import Trigger, stamp
 # %% auto #0
 __all__ = ['SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'is_masked', 'mask_terms',
            'normalized_images', 'ClassifierTest', 'trigger_asr', 'check_ensemble', 'Objective', 'as_objective',
-           'SearchResult', 'search', 'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose',
+           'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose',
            'print_diagnostics']
 
 # %% ../nbs/07_search.ipynb #d930a95f
@@ -122,10 +122,13 @@ class ClassifierTest:
               f"the classifier returned shape {tuple(out.shape)} for 2 images; expected (2, {ds.num_classes}) logits, "
               f"one per class of {ds.name or 'the data'}: pass the matching model or data")
 
-    def __call__(self, x: Tensor) -> Tensor:  # (K, B, C*h*w) -> (K, B)
+    def __call__(self, x: Tensor,                 # samples (K, B, C*h*w)
+                 which: Tensor | None = None,     # the sub-models x belongs to, (K,) indices into targets (default: all, in order)
+                 ) -> Tensor:                     # (K, B)
         K, B, D = x.shape
-        check(K == len(self.targets) and D == math.prod(self.shape),
-              f"samples of shape {tuple(x.shape)} do not fit {len(self.targets)} targets and triggers of shape {self.shape}")
+        targets = self.targets if which is None else self.targets[which]
+        check(K == len(targets) and D == math.prod(self.shape),
+              f"samples of shape {tuple(x.shape)} do not fit {len(targets)} targets and triggers of shape {self.shape}")
         if self.jitter > 0: x = (x + self.jitter * torch.randn(x.shape, generator=self.rng, device=x.device)).clamp(0, 1)
         n = K * B * self.m                                                     # stamped images: each sample on m of them
         pats = (x.reshape(K * B, *self.shape) - self.mean) / self.std          # (K*B, C, h, w), normalized pixels
@@ -134,7 +137,7 @@ class ClassifierTest:
         imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B*m, C, H, W)
         c = self.chunk or n
         p = torch.cat([forward(self.model, imgs[i:i + c]) for i in range(0, n, c)]).softmax(-1)   # (K*B*m, classes): bf16 autocast on CUDA
-        p = p.view(K, B * self.m, -1).gather(2, self.targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
+        p = p.view(K, B * self.m, -1).gather(2, targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
         return p.view(K, B, self.m).mean(-1)                                   # (K, B)
 
 # %% ../nbs/07_search.ipynb #e0354ea1
@@ -235,6 +238,7 @@ class SearchResult:
     location: str = "random"
     objective: Objective = OBJECTIVES["maxent"]
     reasons: list = None             # per sub-model: None when valid, else why it was dropped
+    trained: Tensor | None = None    # steps each sub-model trained, (K,): fewer than the search's for those successive halving stopped
 
     @property
     def k(self) -> int: return len(self.targets)
@@ -279,6 +283,56 @@ class SearchResult:
                 f"alpha={self.alpha}, {self.objective.entropy}, steps={self.submodels.steps}, valid={int(self.keep.sum())}/{self.k}, {self.seconds:.1f}s)")
 
 # %% ../nbs/07_search.ipynb #b1a9715b
+def _slice_state(sm: SubModels, k: int) -> dict[str, Tensor]:
+    "Sub-model k's own state: its slice of every batched weight and buffer."
+    state = {f"gen.{n}": t for n, t in sm.gen.state_dict().items()}
+    if sm.critic is not None: state.update({f"critic.{n}": t for n, t in sm.critic.state_dict().items()})
+    state.update(alpha=sm.alpha, reached=sm.reached, log_ema=sm.log_ema)
+    return {n: t[k].clone() for n, t in state.items()}
+
+
+def _restore_state(sm: SubModels, k: int, saved: dict[str, Tensor]):
+    "Put sub-model k back as `_slice_state` saw it."
+    live = {f"gen.{n}": t for n, t in sm.gen.state_dict(keep_vars=True).items()}
+    if sm.critic is not None: live.update({f"critic.{n}": t for n, t in sm.critic.state_dict(keep_vars=True).items()})
+    live.update(alpha=sm.alpha, reached=sm.reached, log_ema=sm.log_ema)
+    with torch.no_grad():
+        for n, t in saved.items(): live[n][k].copy_(t)
+
+
+def halving_fit(sm: SubModels, F: ClassifierTest, steps: int,
+                rungs: int = 3,              # times the worse half of the sub-models still training stops
+                batch: int = 128, log_every: int = 50,
+                seed: int = 0,               # seeds the samples each ranking is made on
+                rank_samples: int = 64,      # fresh samples per sub-model for a ranking
+                ) -> tuple[dict[str, Tensor], Tensor]:
+    "Train with successive halving: (history, as `SubModels.fit`; steps each sub-model trained, (K,)). A stopped sub-model logs F = 0."
+    check(isinstance(rungs, int) and rungs >= 1 and steps >= rungs + 1, f"halving needs rungs >= 1 and steps >= rungs + 1; got rungs={rungs}, steps={steps}")
+    K, dev = sm.k, sm.beta.device
+    active, saved, trained = torch.ones(K, dtype=torch.bool), {}, torch.zeros(K, dtype=torch.long)
+    cuts = [round(steps * (r + 1) / (rungs + 1)) for r in range(rungs + 1)]
+
+    def F_active(x: Tensor) -> Tensor:                   # F of the training sub-models; the stopped ones get 0, at no classifier cost
+        idx = active.nonzero().flatten().to(dev)
+        out = torch.zeros(x.shape[:2], device=x.device)
+        out[idx] = F(x[idx], idx)
+        return out
+
+    hists, done = [], 0
+    for r, cut in enumerate(cuts):
+        hists.append(sm.fit(F_active, cut - done, batch, log_every))
+        trained[active] += cut - done; done = cut
+        if r == rungs: break
+        idx = active.nonzero().flatten()
+        with torch.no_grad(): f = F(sm.sample(rank_samples, seed + 11 + r)[idx.to(dev)], idx.to(dev)).mean(-1).cpu()   # (active,)
+        stop = idx[f.argsort(descending=True)[max(2, math.ceil(len(idx) / 2)):]]
+        for k in stop.tolist(): saved[k] = _slice_state(sm, k)
+        active[stop] = False
+    for k, st in saved.items(): _restore_state(sm, k, st)
+    hist = {n: torch.cat([h[n] for h in hists]) for n in hists[0]}
+    return hist, trained
+
+# %% ../nbs/07_search.ipynb #829a8c47
 def search(model: nn.Module,              # the (possibly backdoored) classifier; frozen during the search
            ds: ImageSet,                   # the defender's images
            targets=0,                      # candidate class(es): an int or a list
@@ -299,6 +353,7 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
            seed: int = 0,
            device=None,
            chunk: int | None = None,       # images per classifier pass (see `ClassifierTest`)
+           halving: int = 0,               # rungs of successive halving (see `halving_fit`); 0: every sub-model trains every step
            ) -> SearchResult:
     "Algorithm 2 for every (target, beta) pair, side by side on one classifier pass per step."
     dev = as_device(device)
@@ -318,11 +373,12 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
         Fk = ClassifierTest(m, ds, t_k, trigger_shape, location, jitter, seed, dev, chunk, ob.trigger_images)
         sm = SubModels(math.prod(trigger_shape), b_k, alpha, networks, lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
                        critic_steps=ob.critic_steps, **(mask_terms(trigger_shape, ob.area) if is_masked(trigger_shape, ds) else {}))
-        hist = sm.fit(Fk, steps, batch, log_every, monitor)
+        if halving: hist, trained = halving_fit(sm, Fk, steps, halving, batch, log_every, seed)
+        else: hist, trained = sm.fit(Fk, steps, batch, log_every, monitor), torch.full((len(pairs),), steps)
         keep, f_mean = validity(Fk, sm.sample(n_check, seed + 7), b_k.to(dev))
     keep, f_mean = keep.cpu(), f_mean.cpu()
     return SearchResult(sm, t_k, b_k, float(alpha), tuple(trigger_shape), hist, keep, f_mean, time.perf_counter() - t0,
-                        location, ob, invalid_reasons(keep, f_mean, b_k, sm.reached.cpu() if ob.slack is not None else None, steps))
+                        location, ob, invalid_reasons(keep, f_mean, b_k, sm.reached.cpu() if ob.slack is not None else None, steps), trained)
 
 
 def invalid_reasons(keep: Tensor, f_mean: Tensor, betas: Tensor, reached: Tensor | None, steps: int) -> list[str | None]:
