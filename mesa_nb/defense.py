@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .core import JsonRecord, NonFiniteError, as_device, check, environment, generator
 from .data import ImageSet, Split, batches, defender_split, normalize, to_float
-from .search import (Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
+from .search import (AREA, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
@@ -185,7 +185,7 @@ def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
                     shape: tuple[int, int, int] = (3, 3, 3),  # (C, h, w) of the trigger to find; (C+1, H, W): a pattern and an opacity mask
                     epochs: int = 5, lr: float = 0.1, momentum: float = 0.9, batch_size: int = 128,
                     location: str = "random", seed: int = 0, device=None,
-                    area: float = 16.0,                       # with a mask: weight of its mean opacity in the loss (Neural Cleanse's L1 term)
+                    area: float = AREA,                       # with a mask: weight of its mean opacity in the loss (Neural Cleanse's L1 term)
                     ) -> Trigger:
     "One reversed trigger: pixels (and, with a mask channel, opacities) optimized by SGD so stamped images are classified as `target`."
     device = as_device(device)
@@ -225,7 +225,7 @@ def baseline_defense(model: nn.Module, search: ImageSet, held: ImageSet, target:
                      runs: int = 10,                     # independent reversals (the paper: 10)
                      recipe: Retrain = Retrain(), shape: tuple[int, int, int] = (3, 3, 3),
                      reverse_epochs: int = 5, seed: int = 0, device=None,
-                     area: float = 16.0,                 # with a mask channel in `shape`: weight of the mask's mean opacity
+                     area: float = AREA,                 # with a mask channel in `shape`: weight of the mask's mean opacity
                      ) -> Baseline:
     "The single-trigger baseline, `runs` times: reverse, retrain, evaluate; mean, spread and worst ASR."
     check(runs >= 1, f"runs must be >= 1; got {runs}")
@@ -265,7 +265,7 @@ class NCDetection(JsonRecord):
 
 def neural_cleanse(model: nn.Module, ds: ImageSet,
                    epochs: int = 5,                  # reversal epochs per class
-                   area: float = 16.0,               # weight of the mask's mean opacity in the loss
+                   area: float = AREA,               # weight of the mask's mean opacity in the loss
                    threshold: float = 2.0,           # anomaly index above which a class is flagged
                    location: str = "random", seed: int = 0, device=None) -> NCDetection:
     "Reverse a pattern and mask for every class and flag the classes whose mask norm is anomalously small."

@@ -22,7 +22,7 @@ from fastcore.basics import patch
 from .core import MesaError, RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
 from .defense import Baseline, Evaluation, NCDetection, Retrain, baseline_defense, defend, evaluate, ideal_defense, neural_cleanse
-from .search import as_objective, check_ensemble
+from .search import AREA, as_objective, check_ensemble
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
 from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
 from .threat import LOCATIONS, backdoor, parse_trigger, trigger_spec
@@ -65,7 +65,7 @@ class RunConfig:
     target: int = 0                  # the attacked class
     location: str = "random"         # stamping rule: "random" (per image), "batch" or "corner"
     mask: bool = False               # defend without the trigger's size: mask generators (pattern and opacity) over the whole image (always for a blend)
-    mask_area: float = 16.0          # with masks: weight of the mean opacity in the search's and the baseline's loss
+    mask_area: float = AREA          # with masks: weight of the mean opacity in the search's and the baseline's loss
     removal: bool = True             # False: detection only (no MESA removal, baseline or ideal), as for a zoo member
     neural_cleanse: bool = False     # also score every class by Neural Cleanse's anomaly index (a detection baseline)
     seed: int = 0                    # seeds the clean model, the attack, the defender's split and every search

@@ -22,7 +22,7 @@ from .mesa import Networks, SubModels, check_levels, mixture_weights, sample_mix
 from .threat import Trigger, stamp
 
 # %% auto #0
-__all__ = ['SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'is_masked', 'mask_terms',
+__all__ = ['AREA', 'SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'is_masked', 'mask_terms',
            'normalized_images', 'ClassifierTest', 'trigger_asr', 'check_ensemble', 'Objective', 'as_objective',
            'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose',
            'print_diagnostics']
@@ -68,6 +68,9 @@ def pattern_normalization(ds: ImageSet, channels: int, device) -> tuple[Tensor, 
     m = torch.tensor(list(ds.mean) + [0.0] * extra, device=device).view(-1, 1, 1)
     s = torch.tensor(list(ds.std) + [1.0] * extra, device=device).view(-1, 1, 1)
     return m, s
+
+
+AREA = 16.0   # default weight of a mask's mean opacity (the area prior): 1 and 4 let every class's adversarial patches through on digits
 
 
 def is_masked(trigger_shape, ds: ImageSet) -> bool:
@@ -197,7 +200,7 @@ class Objective:
     lr: float = 1e-3                 # Adam learning rate of the generators (paper: 2e-4)
     critic_lr: float | None = None   # of MINE's critics (default: lr)
     critic_steps: int = 1            # MINE critic updates per generator step
-    area: float = 16.0               # mask searches: weight of the mean opacity in the generator loss (the prior on trigger area)
+    area: float = AREA               # mask searches: weight of the mean opacity in the generator loss (the prior on trigger area)
 
     def __post_init__(self):
         check(self.entropy in SubModels.ENTROPIES, f"unknown entropy term {self.entropy!r}: use one of {SubModels.ENTROPIES}")
