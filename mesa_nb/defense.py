@@ -25,19 +25,29 @@ from .models import accuracy, fit, forward
 from .threat import Trigger, attack_success_rate, stamp, stamp_some
 
 # %% auto #0
-__all__ = ['Sampler', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn', 'Evaluation', 'Candidate',
-           'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense',
-           'anomaly_index', 'NCDetection', 'neural_cleanse', 'as_image_set', 'DefenseReport', 'defend']
+__all__ = ['MASK_MARGIN', 'Sampler', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn',
+           'Evaluation', 'Candidate', 'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger',
+           'ideal_defense', 'baseline_defense', 'anomaly_index', 'NCDetection', 'neural_cleanse', 'as_image_set',
+           'DefenseReport', 'defend']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
+MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
+
+
 def flag_classes(per_class_asr,               # mean ASR of generated triggers, one per class: (num_classes,)
                  threshold: float = 0.5,      # a class above this is flagged as attacked
+                 margin: float = 0.0,         # and, when > 0, at least this far above every other class (then at most one is flagged)
                  ) -> list[int]:
-    "The classes whose generated triggers reach a mean ASR above `threshold`."
+    "The classes whose generated triggers reach a mean ASR above `threshold` (and at least `margin` above every other class)."
     asr = torch.as_tensor(per_class_asr, dtype=torch.float64).reshape(-1)
     check(len(asr) >= 2 and bool(torch.isfinite(asr).all()), f"per_class_asr must hold one finite ASR per class; got {asr.tolist()}")
     check(0 < threshold < 1, f"threshold must be in (0, 1); got {threshold}")
-    return [int(c) for c in (asr > threshold).nonzero().flatten()]
+    check(0 <= margin < 1, f"margin must be in [0, 1): the lead in mean ASR over every other class; got {margin}")
+    out = asr > threshold
+    if margin > 0:
+        top2 = asr.topk(2).values
+        out &= (asr == top2[0]) & (top2[0] - top2[1] >= margin)
+    return [int(c) for c in out.nonzero().flatten()]
 
 # %% ../nbs/08_defense.ipynb #8ae30fb5
 Sampler = Callable[[int], torch.Tensor]  # n -> (n, C, h, w) trigger patterns in [0, 1]
@@ -157,17 +167,19 @@ class Baseline(JsonRecord):
 
 @dataclass
 class Detection(JsonRecord):
-    "Which classes look attacked: the mean ASR of each class's generated triggers, the threshold, the flagged classes."
+    "Which classes look attacked: the mean ASR of each class's generated triggers, the threshold (and margin), the flagged classes."
     per_class_asr: list[float]
     threshold: float
     flagged: list[int]
     target: int | None = None     # the true target, when known (a research run); None for a clean control
     per_class_area: list[float] | None = None   # mask searches: the mean opacity of each class's generated triggers (share of the image)
+    margin: float = 0.0           # the lead over every other class a flagged class needed (`flag_classes`)
 
     def validate(self, need):
         n = len(self.per_class_asr)
         need(n >= 2 and all(0 <= a <= 1 for a in self.per_class_asr), "per_class_asr", f"must be 2 or more ASRs in [0, 1]; got {self.per_class_asr}")
         need(0 < self.threshold < 1, "threshold", f"must be a mean ASR in (0, 1); got {self.threshold}")
+        need(0 <= self.margin < 1, "margin", f"must be a lead in mean ASR in [0, 1); got {self.margin}")
         need(all(0 <= c < n for c in self.flagged), "flagged", f"must be class indices in [0, {n}); got {self.flagged}")
         need(self.target is None or 0 <= self.target < n, "target", f"must be a class in [0, {n}); got {self.target}")
         need(self.per_class_area is None or (len(self.per_class_area) == n and all(0 <= a <= 1 for a in self.per_class_area)),
@@ -317,7 +329,7 @@ class DefenseReport(JsonRecord):
         d = self.detection
         lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d.per_class_asr))]
         if d.per_class_area: lines.append("their mean opacity (share of the image): " + " ".join(f"{c}:{a:.3f}" for c, a in enumerate(d.per_class_area)))
-        lines.append(f"threshold {d.threshold}: " + (f"flagged {d.flagged}" if d.flagged else "no class flagged, no backdoor detected; model returned unchanged"))
+        lines.append(f"threshold {d.threshold}" + (f", margin {d.margin}" if d.margin else "") + ": " + (f"flagged {d.flagged}" if d.flagged else "no class flagged, no backdoor detected; model returned unchanged"))
         for c, cands in self.mesa.items():
             for name, r in cands.items():
                 extra = f", ASR of the original trigger {r.asr:.3f}" if r.asr is not None else ""
@@ -384,6 +396,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            alpha: float = 0.1,                # entropy weight (with the objective's slack: its starting value)
            objective: str | Objective = "maxent",   # search objective: 'maxent' (default), 'paper' or an `Objective`
            threshold: float = 0.5,            # flag a class whose generated triggers exceed this mean ASR
+           margin: float | None = None,       # and lead every other class by this much (default: 0; MASK_MARGIN with masks)
            detect_steps: int | None = None,   # detection search steps (default: 10 epochs over the search images)
            detect_halving: int = 0,           # detection: rungs of successive halving (each stops the worse half of the classes); 0: none
            search_steps: int | None = None,   # per-class search steps (default: 10 epochs)
@@ -420,7 +433,8 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, objective=ob, halving=detect_halving, **common)
     asr = per_class_asr(det, model, search_ds, n=check_triggers, images=check_images, seed=seed, device=device)
     area = det.sample(check_triggers, seed)[:, :, -1].mean((1, 2, 3)).tolist() if trigger_size is None else None   # (classes,): one sub-model each
-    flagged = flag_classes(asr, threshold)
+    margin = (0.0 if trigger_size is not None else MASK_MARGIN) if margin is None else float(margin)
+    flagged = flag_classes(asr, threshold, margin)
     t_detect = time.perf_counter() - t0
     # 2. repair each class: MESA per level, then Eq. 5 with each level's and the ensemble's triggers; keep the ensemble's
     mesa, repaired, chosen, searches = {}, model, [], {"detection": det}
@@ -434,7 +448,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
         mesa[str(c)] = cands
         repaired = models["ensemble"]; chosen.append(f"ensemble of class {c}")
     chosen = ", ".join(chosen) or None
-    report = DefenseReport(Detection(asr.tolist(), threshold, flagged, per_class_area=area), mesa, chosen,
+    report = DefenseReport(Detection(asr.tolist(), threshold, flagged, per_class_area=area, margin=margin), mesa, chosen,
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect),
                            dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
                                 search_steps=search_steps, detect_halving=detect_halving, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,

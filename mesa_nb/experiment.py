@@ -44,6 +44,7 @@ def _count(lo: int): return lambda v: isinstance(v, int) and not isinstance(v, b
 _VALID = [   # (settings, test, what a valid value is): every number is checked here, before any work
     (("ratio", "retrain_ratio"), lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
     (("threshold",), lambda v: _finite(v) and 0 < v < 1, "a mean ASR in (0, 1)"),
+    (("margin",), lambda v: v is None or (_finite(v) and 0 <= v < 1), "a lead in mean ASR in [0, 1) (or None: 0, and 0.1 with masks)"),
     (("label_smoothing",), lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
     (("clean_lr", "attack_lr", "retrain_lr"), lambda v: _finite(v) and v > 0, "a learning rate > 0"),
     (("alpha", "weight_decay", "mask_area"), lambda v: _finite(v) and v >= 0, "a number >= 0"),
@@ -88,6 +89,7 @@ class RunConfig:
     alpha: float = 0.1               # entropy weight (with "maxent": its starting value, then adapted)
     betas: list = field(default_factory=lambda: [0.5, 0.8, 0.9])  # MESA's levels in (0, 1), one sub-model each
     threshold: float = 0.5           # detection: flag a class whose triggers' mean ASR is above this
+    margin: float | None = None      # detection: and that leads every other class by this much (None: 0, and MASK_MARGIN with masks)
     detect_steps: int | None = 20    # detection: search steps per class (None: 10 epochs over the search images)
     search_steps: int | None = 20    # search steps per level for the flagged class (None: 10 epochs)
     search_batch: int = 32           # triggers per sub-model per search step
@@ -289,7 +291,8 @@ class Run:
         "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
         report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size,
-                                  betas=cfg.betas, alpha=cfg.alpha, objective=replace(as_objective(cfg.objective), area=cfg.mask_area), threshold=cfg.threshold, detect_steps=cfg.detect_steps,
+                                  betas=cfg.betas, alpha=cfg.alpha, objective=replace(as_objective(cfg.objective), area=cfg.mask_area), threshold=cfg.threshold, margin=cfg.margin,
+                                  detect_steps=cfg.detect_steps,
                                   search_steps=cfg.search_steps, batch=cfg.search_batch, recipe=cfg.recipe, original=self.trigger,
                                   bank=cfg.bank, check_triggers=cfg.check_triggers, check_images=cfg.check_images,
                                   classes=[cfg.target] if self.trigger and cfg.removal else [], ensemble=cfg.ensemble, seed=cfg.seed, device=self.device)

@@ -138,7 +138,8 @@ def summary_table(records: list[RunRecord]) -> str:
     if len(bd) and len(ctrl):
         for r in detection_summary(detection_scores(records)).itertuples():
             lines.append(f"| detection over models, {r.detector} | AUROC {r.auroc:.3f}, FPR at 95 % TPR {_pct(r.fpr_at_95_tpr)}, "
-                         f"top class = target on {_pct(r.target_accuracy)} | – |")
+                         f"top class = target on {_pct(r.target_accuracy)}; score ≥ {r.score_at_5_fpr:.3g} keeps FPR ≤ 5 % "
+                         f"(TPR {_pct(r.tpr_at_5_fpr)}) | – |")
     lines.append(f"| time per run | mean {df.seconds.mean():.0f} s, total {df.seconds.sum():.0f} s | |")
     return "\n".join(lines)
 
@@ -163,7 +164,8 @@ DETECTORS = {"MESA (top class's mean ASR)": ("mesa_score", "mesa_top"), "MESA (m
 
 
 def detection_summary(df: pd.DataFrame) -> pd.DataFrame:
-    "Per detector: AUROC, FPR at 95 % TPR, and the share of backdoored models whose top class is the target (needs clean and backdoored models)."
+    "Per detector: AUROC, FPR at 95 % TPR, the share of backdoored models whose top class is the target, and the score that keeps "
+    "the clean models at ≤ 5 % false positives with the TPR there (needs clean and backdoored models)."
     from sklearn.metrics import roc_auc_score, roc_curve
     check(df.backdoored.any() and (~df.backdoored).any(), "detection over models needs clean and backdoored models: "
                                                          f"got {int(df.backdoored.sum())} backdoored and {int((~df.backdoored).sum())} clean")
@@ -171,10 +173,11 @@ def detection_summary(df: pd.DataFrame) -> pd.DataFrame:
     for name, (score, top) in DETECTORS.items():
         if score not in df or df[score].isna().any(): continue
         y, s = df.backdoored.to_numpy(), df[score].to_numpy(dtype=float)
-        fpr, tpr, _ = roc_curve(y, s)
-        bd = df[df.backdoored]
+        fpr, tpr, cut = roc_curve(y, s)
+        bd, ok = df[df.backdoored], np.flatnonzero(fpr <= 0.05)[-1]          # the last ROC point within 5 % false positives
         rows.append(dict(detector=name, models=f"{len(bd)} + {len(df) - len(bd)} clean", auroc=roc_auc_score(y, s),
-                         fpr_at_95_tpr=float(fpr[np.searchsorted(tpr, 0.95)]), target_accuracy=float((bd[top] == bd.target).mean())))
+                         fpr_at_95_tpr=float(fpr[np.searchsorted(tpr, 0.95)]), target_accuracy=float((bd[top] == bd.target).mean()),
+                         score_at_5_fpr=float(cut[ok]), tpr_at_5_fpr=float(tpr[ok])))
     return pd.DataFrame(rows)
 
 # %% ../nbs/12_report.ipynb #67aebac6

@@ -20,6 +20,11 @@ def test_flagging():
     assert flag_classes([0.97, 0.02, 0.6], threshold=0.5) == [0, 2]
     assert flag_classes([0.1, 0.06]) == []                     # a clean model: nothing flagged
     with pytest.raises(MesaError, match=r"threshold must be in \(0, 1\)"): flag_classes([0.9, 0.1], threshold=1.0)
+    # with a margin (the mask path): only a class that leads every other by it
+    assert flag_classes([0.97, 0.02, 0.6], margin=0.1) == [0]
+    assert flag_classes([0.97, 0.02, 0.9], margin=0.1) == []       # two classes near the top: a universal patch, not a backdoor
+    assert flag_classes([0.4, 0.02, 0.1], margin=0.1) == []        # a lead but below the threshold
+    with pytest.raises(MesaError, match=r"margin must be in \[0, 1\)"): flag_classes([0.9, 0.1], margin=-0.1)
 
 
 def test_reverse_trigger_keeps_classifier_frozen_and_clipped(split):
