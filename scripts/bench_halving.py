@@ -3,7 +3,7 @@
 For every finished zoo member (its backdoored model, or the clean model a clean member used), the detection
 search its run made (every class side by side, the run's steps, batch, trigger shape and seed) is made twice in
 this process, once in full and once with `--rungs` of successive halving, timed in alternating order. Printed per
-model: the top class and the flagged classes of each (mean ASR of generated triggers against the run's threshold),
+model: the top class and the flagged classes of each (mean ASR of generated triggers against the run's threshold and margin),
 whether they agree, and the wall-time ratio; then the totals: agreement, the share of the full search's samples
 halving trained, and the wall-time ratio over all models.
 Run: python scripts/bench_halving.py outputs/zoo [--rungs 3] [--models 10] [--device cpu]
@@ -18,7 +18,7 @@ import torch
 from mesa_nb.data import defender_split, load_dataset
 from mesa_nb.experiment import RunConfig, clean_path
 from mesa_nb.core import read_json
-from mesa_nb.defense import flag_classes
+from mesa_nb.defense import MASK_MARGIN, flag_classes
 from mesa_nb.models import load_model
 from mesa_nb.record import RunRecord
 from mesa_nb.search import as_objective, per_class_asr, search_classes
@@ -62,7 +62,8 @@ def main():
         order = [0, args.rungs] if n % 2 == 0 else [args.rungs, 0]          # alternate which goes first
         out = {h: detect(model, cfg, pool, h, args.device) for h in order}
         (a0, tr0, w0), (a1, tr1, w1) = out[0], out[args.rungs]
-        f0, f1 = flag_classes(a0, cfg.threshold), flag_classes(a1, cfg.threshold)
+        margin = cfg.margin if cfg.margin is not None else MASK_MARGIN if cfg.mask else 0.0   # the run's flag rule, as `defend` sets it
+        f0, f1 = flag_classes(a0, cfg.threshold, margin), flag_classes(a1, cfg.threshold, margin)
         top0, top1 = int(a0.argmax()), int(a1.argmax())
         same = top0 == top1 and f0 == f1
         agree += same; t_full += w0; t_half += w1; s_full += int(tr0.sum()); s_half += int(tr1.sum()); n += 1
