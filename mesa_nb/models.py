@@ -21,8 +21,9 @@ from .core import MesaError, NonFiniteError, as_device, atomic_path, check
 from .data import ImageSet, augment, batches, normalize, to_float
 
 # %% auto #0
-__all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'prepare',
-           'forward', 'fit', 'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights', 'load_model']
+__all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'channels_last',
+           'prepare', 'forward', 'fit', 'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights',
+           'load_model']
 
 # %% ../nbs/02_models.ipynb #325552fa
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -105,16 +106,21 @@ def _schedule(name: str, total_steps: int) -> Callable[[int], float]:
     return lambda s: 1.0
 
 
+def channels_last(model: nn.Module, device) -> bool:
+    "Whether `model` runs in channels-last memory on `device`: every model on CUDA, the library's own (`build_model`'s) everywhere."
+    return torch.device(device).type == "cuda" or getattr(model, "arch", None) is not None
+
+
 def prepare(model: nn.Module, device) -> nn.Module:
-    "Move `model` to `device`; channels-last memory on CUDA."
+    "Move `model` to `device`, in channels-last memory where `channels_last` says so."
     model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+    return model.to(memory_format=torch.channels_last) if channels_last(model, device) else model
 
 
 def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    "Float32 logits of a normalized batch (B, C, H, W): channels-last and bf16 autocast on CUDA, plain float32 on CPU."
+    "Float32 logits of a normalized batch (B, C, H, W): channels-last where `channels_last` says so, bf16 autocast on CUDA."
     cuda = x.device.type == "cuda"
-    if cuda: x = x.contiguous(memory_format=torch.channels_last)
+    if channels_last(model, x.device): x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda):
         return model(x).float()                                         # (B, num_classes)
 

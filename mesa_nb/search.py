@@ -138,8 +138,9 @@ class ClassifierTest:
         if self.m > 1: pats = pats.repeat_interleave(self.m, 0)               # (K*B*m, C, h, w): copies of a sample side by side
         idx = torch.randint(0, len(self.images), (n,), generator=self.rng, device=self.device)
         imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B*m, C, H, W)
-        c = self.chunk or n
-        p = torch.cat([forward(self.model, imgs[i:i + c]) for i in range(0, n, c)]).softmax(-1)   # (K*B*m, classes): bf16 autocast on CUDA
+        c = self.chunk or n                                                    # one pass when it fits: no slice or cat in the backward
+        logits = forward(self.model, imgs) if n <= c else torch.cat([forward(self.model, imgs[i:i + c]) for i in range(0, n, c)])
+        p = logits.softmax(-1)                                                 # (K*B*m, classes): bf16 autocast on CUDA
         p = p.view(K, B * self.m, -1).gather(2, targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
         return p.view(K, B, self.m).mean(-1)                                   # (K, B)
 

@@ -1,7 +1,7 @@
 """Trigger-search speed: one search step against its floor, and K generators side by side against K separate searches.
 
-(1) floor  the frozen classifier's forward + backward-to-input on a batch of 128 stamped images (ResNet-18,
-           32x32 inputs): what any trigger search must pay per step;
+(1) floor  the frozen classifier's forward + backward-to-input on a batch of 128 stamped images (ResNet-18 and
+           the small CNN on 32x32 CIFAR-sized inputs, the small CNN on 16x16 digits): what any search must pay per step;
     step   one full search step (`SubModels.step` on a `ClassifierTest`, K = 1, the paper's widths), for the
            default `maxent` objective (32 triggers on 4 images each, k-NN entropy) and the published one:
            noise, generator, stamping on freshly drawn defender images, classifier forward and backward,
@@ -87,8 +87,9 @@ def main():
     print("| model | objective | input | stamped images | floor | search step | step / floor |")
     print("|---|---|---|---|---|---|---|")
     for ob in ("maxent", "paper"):
-        bench_floor("resnet18", 32, device, a.rounds, objective=ob)
-        bench_floor("smallcnn", 16, device, a.rounds, objective=ob)
+        bench_floor("resnet18", 32, device, a.rounds, objective=ob)      # the paper preset's classifier
+        bench_floor("smallcnn", 32, device, a.rounds, objective=ob)      # the cpu preset's (CIFAR-10)
+        bench_floor("smallcnn", 16, device, a.rounds, objective=ob)      # the quick preset's (digits)
     print("\n(2) K = 10 generators side by side against 10 separate searches (one step each)\n")
     print("| model | input | generator width | samples | 10 separate steps | side by side | speedup | side by side / one K=1 step |")
     print("|---|---|---|---|---|---|---|---|")
