@@ -4,8 +4,10 @@ For each model and input size it times, on the same batch:
   bare   the model's forward + backward alone (the floor);
   step   one full `fit` step: uint8 -> float, augmentation and normalization on the device, forward,
          backward, SGD update;
-and prints images/s for both and their ratio (how much the training pipeline adds to the floor). The two are
-timed in alternating rounds and the median round is reported.
+and prints images/s for both and their ratio (how much the training pipeline adds to the floor). On CPU it also
+times the full step of the same network in the default (contiguous) memory layout against channels-last, the
+layout the library's networks train in, and prints the gain. Pairs are timed in alternating rounds and the median
+round is reported.
 Run: python scripts/bench_train.py [--device cpu|cuda] [--repeats 4]
 """
 import argparse
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 from mesa_nb.core import as_device, environment
 from mesa_nb.data import augment, normalize, to_float
-from mesa_nb.models import build_model, count_params, forward, prepare
+from mesa_nb.models import build_model, channels_last, count_params, forward, prepare
 
 
 def sync(device):
@@ -30,16 +32,22 @@ def print_header(device):
     print(f"device {env['device']} ({env['device_name']}), {torch.get_num_threads()} threads, torch {env['torch']}\n")
 
 
-def timed_pair(a, b, device, rounds=5, repeats=1):
-    "Median seconds per call of `a` and of `b`, measured in alternating rounds (so drift hits both alike)."
-    for _ in range(2): a(); b()                               # warm-up
-    ta, tb = [], []
+def timed_all(fns, device, rounds=5, repeats=1) -> list[float]:
+    "Median seconds per call of each of `fns`, measured in alternating rounds (so drift hits them alike)."
+    for _ in range(2):
+        for fn in fns: fn()                                   # warm-up
+    times = [[] for _ in fns]
     for _ in range(rounds):
-        for fn, out in ((a, ta), (b, tb)):
+        for fn, out in zip(fns, times):
             sync(device); t0 = time.perf_counter()
             for _ in range(repeats): fn()
             sync(device); out.append((time.perf_counter() - t0) / repeats)
-    return statistics.median(ta), statistics.median(tb)
+    return [statistics.median(t) for t in times]
+
+
+def timed_pair(a, b, device, rounds=5, repeats=1):
+    "Median seconds per call of `a` and of `b`, measured in alternating rounds."
+    return tuple(timed_all([a, b], device, rounds, repeats))
 
 
 def bench(name, size, device, repeats, batch=128):
@@ -50,18 +58,25 @@ def bench(name, size, device, repeats, batch=128):
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x_ready = normalize(to_float(xb), mean, std)
-    if device.type == "cuda": x_ready = x_ready.contiguous(memory_format=torch.channels_last)   # outside the timing
+    if channels_last(model, device): x_ready = x_ready.contiguous(memory_format=torch.channels_last)   # outside the timing
 
     def bare():
         loss = F.cross_entropy(forward(model, x_ready), y)
         model.zero_grad(set_to_none=True); loss.backward()      # fresh gradients, as in a real step
 
-    def step():
-        loss = F.cross_entropy(forward(model, normalize(augment(to_float(xb)), mean, std)), y)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    def make_step(m, o):
+        def step():
+            loss = F.cross_entropy(forward(m, normalize(augment(to_float(xb)), mean, std)), y)
+            o.zero_grad(set_to_none=True); loss.backward(); o.step()
+        return step
 
-    t_bare, t_step = timed_pair(bare, step, device, repeats=repeats)
-    print(f"| {name} | {size}x{size} | {count_params(model) / 1e6:.2f} M | {batch / t_bare:,.0f} | {batch / t_step:,.0f} | {t_step / t_bare:.2f}x |")
+    fns = [bare, make_step(model, opt)]
+    if device.type == "cpu":                                    # the same network and weights in the default layout
+        plain = build_model(name).to(device).train(); plain.load_state_dict(model.state_dict()); plain.arch = None   # no arch: left contiguous
+        fns.append(make_step(plain, torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)))
+    t_bare, t_step, *t_plain = timed_all(fns, device, repeats=repeats)
+    layout = f"{batch / t_plain[0]:,.0f} | {t_plain[0] / t_step:.2f}x" if t_plain else "– | –"
+    print(f"| {name} | {size}x{size} | {count_params(model) / 1e6:.2f} M | {batch / t_bare:,.0f} | {batch / t_step:,.0f} | {t_step / t_bare:.2f}x | {layout} |")
 
 
 def main():
@@ -71,8 +86,8 @@ def main():
     a = p.parse_args()
     device = as_device(a.device)
     print_header(device)
-    print("| model | input | params | fwd+bwd img/s | full train step img/s | step / fwd+bwd |")
-    print("|---|---|---|---|---|---|")
+    print("| model | input | params | fwd+bwd img/s | full train step img/s | step / fwd+bwd | contiguous layout step img/s | channels-last gain |")
+    print("|---|---|---|---|---|---|---|---|")
     bench("smallcnn", 16, device, a.repeats)
     bench("smallcnn", 32, device, a.repeats)
     bench("resnet18", 32, device, max(1, a.repeats // 4))
