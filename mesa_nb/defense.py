@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .core import JsonRecord, NonFiniteError, as_device, check, environment, generator
 from .data import ImageSet, Split, batches, defender_split, normalize, to_float
-from .search import (AREA, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
+from .search import (AREA, MASKS, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
@@ -357,8 +357,9 @@ def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha
 
 
 def _banks(res: SearchResult, c: int, bank: int, ensemble: str, seed: int) -> dict[str, Tensor]:
-    "The triggers each removal candidate retrains on: `bank` samples per level, and of the ensemble (of every level when none is valid)."
-    banks = {f"{float(b):g}": res.sample(bank, seed + 1)[res.index(c, float(b))[0]] for b in res.betas.tolist()}
+    "The triggers each removal candidate retrains on: `bank` samples per level (of its mask forms' valid sub-models, all when none is), and of the ensemble."
+    levels = sorted({float(b) for b in res.betas[res.index(c)].tolist()})
+    banks = {f"{b:g}": res.ensemble_sample(bank, c, valid_only=_any_valid(res, c, b), seed=seed + 1, beta=b)[0] for b in levels}
     banks["ensemble"] = res.ensemble_sample(bank, c, weights=ensemble, valid_only=_any_valid(res, c), seed=seed + 2)[0]
     return banks
 
@@ -371,17 +372,18 @@ def _judge(m: nn.Module, held: ImageSet, original, pats: Tensor, c: int, shape, 
                 entropy=float(knn_entropy(pats[:512].flatten(1).float().cpu())))   # k-NN, nats: the spread of what was retrained on
 
 
-def _any_valid(res: SearchResult, c: int) -> bool:
-    "Whether any sub-model of class `c` met its level."
-    return bool(res.keep[torch.tensor(res.index(c))].any())
+def _any_valid(res: SearchResult, c: int, beta: float | None = None) -> bool:
+    "Whether any sub-model of class `c` (at level `beta`) met its level."
+    return bool(res.keep[torch.tensor(res.index(c, beta))].any())
 
 
 def _validity(res: SearchResult, c: int, name: str) -> dict:
-    "Whether the sub-model behind a candidate met its level (the ensemble: whether any did), and why not."
+    "Whether the sub-models behind a candidate met their level (any of the level's mask forms; the ensemble: any at all), and why not."
     if name == "ensemble": return dict(valid=_any_valid(res, c))
-    i = res.index(c, float(name))[0]
-    out = dict(valid=bool(res.keep[i]), mean_f=float(res.f_mean[i]), alpha=float(res.history["alpha"][-1, i]))
-    if res.reasons[i]: out["invalid"] = res.reasons[i]
+    idx = res.index(c, float(name))
+    i = max(idx, key=lambda j: float(res.f_mean[j]))                      # the level's best mask form speaks for it
+    out = dict(valid=bool(res.keep[idx].any()), mean_f=float(res.f_mean[i]), alpha=float(res.history["alpha"][-1, i]))
+    if not out["valid"]: out["invalid"] = "; ".join((f"{res.masks[j]} mask: " if res.masks and len(idx) > 1 else "") + res.reasons[j] for j in idx)
     return out
 
 # %% ../nbs/08_defense.ipynb #3d4114f3
@@ -410,6 +412,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            check_images: int = 64,            # non-target images each of them is stamped on
            classes: list[int] | None = None,  # classes to remove a backdoor for (default: the flagged ones)
            ensemble: str = "uniform",         # ensemble weights: 'uniform' (paper), 'schedule' (supplement 4/3/3), 'entropy'
+           masks: tuple[str, ...] = MASKS,    # size unknown: the mask forms removal models ('pixel' opacities, 'blend' ratio); detection uses 'pixel'
            seed: int = 0,                     # seeds the split, the search and retraining
            device: str | None = None,         # cpu, cuda or cuda:N (default: CUDA if present)
            ) -> tuple[DefenseReport, nn.Module]:
@@ -427,6 +430,8 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     if trigger_size is None: shape = (C + 1, H, W)                 # pattern and opacity over the whole image
     else: shape = (C, *((trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)))
     _check_settings(search_ds, held, shape, threshold, alpha, batch, classes, betas, ensemble)
+    masks = (masks,) if isinstance(masks, str) else tuple(masks)
+    check(len(masks) >= 1 and set(masks) <= set(MASKS) and len(set(masks)) == len(masks), f"masks must be distinct forms from {MASKS}; got {masks}")
     ob = as_objective(objective)
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
     # 1. detect: every class searched side by side, flagged by the mean ASR of its generated triggers
@@ -439,7 +444,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     # 2. repair each class: MESA per level, then Eq. 5 with each level's and the ensemble's triggers; keep the ensemble's
     mesa, repaired, chosen, searches = {}, model, [], {"detection": det}
     for c in (flagged if classes is None else [int(c) for c in classes]):
-        res = searches[c] = search(model, search_ds, c, betas, alpha, steps=search_steps, objective=ob, **common)
+        res = searches[c] = search(model, search_ds, c, betas, alpha, steps=search_steps, objective=ob, masks=masks if trigger_size is None else ("pixel",), **common)
         cands, models, g = {}, {}, generator(seed, device)          # one stream of trigger draws per class, across its candidates
         for name, pats in _banks(res, c, bank, ensemble, seed).items():
             models[name] = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
@@ -451,7 +456,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     report = DefenseReport(Detection(asr.tolist(), threshold, flagged, per_class_area=area, margin=margin), mesa, chosen,
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect),
                            dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
-                                search_steps=search_steps, detect_halving=detect_halving, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
+                                search_steps=search_steps, detect_halving=detect_halving, masks=list(masks) if trigger_size is None else None, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
                                 held=held.digest(), held_images=len(held), search_images=len(search_ds),
                                 check_triggers=check_triggers, check_images=check_images),
                            environment(device), searches)

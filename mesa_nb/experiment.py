@@ -22,7 +22,7 @@ from fastcore.basics import patch
 from .core import MesaError, RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
 from .defense import Baseline, Evaluation, NCDetection, Retrain, baseline_defense, defend, evaluate, ideal_defense, neural_cleanse
-from .search import AREA, as_objective, check_ensemble
+from .search import AREA, BLEND_AREA, as_objective, check_ensemble
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
 from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
 from .threat import LOCATIONS, backdoor, parse_trigger, trigger_spec
@@ -47,7 +47,7 @@ _VALID = [   # (settings, test, what a valid value is): every number is checked 
     (("margin",), lambda v: v is None or (_finite(v) and 0 <= v < 1), "a lead in mean ASR in [0, 1) (or None: 0, and 0.1 with masks)"),
     (("label_smoothing",), lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
     (("clean_lr", "attack_lr", "retrain_lr"), lambda v: _finite(v) and v > 0, "a learning rate > 0"),
-    (("alpha", "weight_decay", "mask_area"), lambda v: _finite(v) and v >= 0, "a number >= 0"),
+    (("alpha", "weight_decay", "mask_area", "blend_area"), lambda v: _finite(v) and v >= 0, "a number >= 0"),
     (("seed", "clean_epochs", "attack_epochs", "baseline_runs"), _count(0), "an integer >= 0"),
     (("clean_batch_size", "attack_batch_size", "retrain_batch_size", "retrain_epochs", "reverse_epochs", "search_batch", "bank",
       "check_triggers", "check_images"), _count(1), "an integer >= 1"),
@@ -67,6 +67,7 @@ class RunConfig:
     location: str = "random"         # stamping rule: "random" (per image), "batch" or "corner"
     mask: bool = False               # defend without the trigger's size: mask generators (pattern and opacity) over the whole image (always for a blend)
     mask_area: float = AREA          # with masks: weight of the mean opacity in the search's and the baseline's loss
+    blend_area: float = BLEND_AREA   # with masks: weight of a blend ratio in the removal search's loss (its sub-models with one ratio per trigger)
     removal: bool = True             # False: detection only (no MESA removal, baseline or ideal), as for a zoo member
     neural_cleanse: bool = False     # also score every class by Neural Cleanse's anomaly index (a detection baseline)
     seed: int = 0                    # seeds the clean model, the attack, the defender's split and every search
@@ -291,7 +292,7 @@ class Run:
         "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
         report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size,
-                                  betas=cfg.betas, alpha=cfg.alpha, objective=replace(as_objective(cfg.objective), area=cfg.mask_area), threshold=cfg.threshold, margin=cfg.margin,
+                                  betas=cfg.betas, alpha=cfg.alpha, objective=replace(as_objective(cfg.objective), area=cfg.mask_area, blend_area=cfg.blend_area), threshold=cfg.threshold, margin=cfg.margin,
                                   detect_steps=cfg.detect_steps,
                                   search_steps=cfg.search_steps, batch=cfg.search_batch, recipe=cfg.recipe, original=self.trigger,
                                   bank=cfg.bank, check_triggers=cfg.check_triggers, check_images=cfg.check_images,

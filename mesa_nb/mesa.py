@@ -148,6 +148,7 @@ class SubModels(nn.Module):
                  critic_steps: int = 1,              # MINE critic updates per generator step
                  penalty: Callable[[Tensor], Tensor] | None = None,   # extra generator loss: samples (K, B, dim) -> (K,), e.g. a mask's area
                  features: Callable[[Tensor], Tensor] | None = None,  # what the k-NN entropy is taken over: (K, B, dim) -> (K, B, d); None: the samples
+                 transform: Callable[[Tensor], Tensor] | None = None,  # generator output -> samples (K, B, dim), e.g. one blend ratio per trigger; None: as is
                  ):
         super().__init__()
         dev = as_device(device)
@@ -174,7 +175,7 @@ class SubModels(nn.Module):
         self.to(dev)
         self.k, self.dim, self.rate, self.steps, self.checked = k, dim, rate, 0, 0
         self.entropy, self.slack, self.alpha_lr, self.critic_steps = entropy, slack, alpha_lr, int(critic_steps)
-        self.penalty, self.features = penalty, features
+        self.penalty, self.features, self.transform = penalty, features, transform
         self.rng = generator(seed + 1, dev)
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=betas)
         self.opt_t = torch.optim.Adam(self.critic.parameters(), lr=critic_lr or lr, betas=betas) if self.critic else None
@@ -191,6 +192,13 @@ def _critic_step(self: SubModels, x: Tensor, z: Tensor) -> Tensor:
 
 
 @patch
+def _out(self: SubModels, z: Tensor) -> Tensor:
+    "The samples of noise z (K, B, noise_dim): the generators' output, through `transform` when there is one."
+    x = self.gen(z)
+    return x if self.transform is None else self.transform(x)
+
+
+@patch
 def step(self: SubModels,
          F: Callable[[Tensor], Tensor],  # differentiable test function: (K, B, dim) -> (K, B) in [0, 1]
          batch: int = 128,               # samples per sub-model
@@ -198,7 +206,7 @@ def step(self: SubModels,
     "One generator step (then the critics' steps) for all K sub-models; returns detached (K,) hinge, entropy, f_mean and alpha."
     self.gen.train()
     z = self.gen.sample_noise(batch, self.rng)                        # (K, B, nz)
-    x = self.gen(z)                                                   # (K, B, dim)
+    x = self._out(z)                                                  # (K, B, dim)
     f = F(x)                                                          # (K, B)
     check(f.shape == x.shape[:2], f"the test function must map (K, B, dim) = {tuple(x.shape)} to (K, B); got {tuple(f.shape)}")
     hinge = torch.relu(self.beta[:, None] - f).mean(-1)               # (K,)
@@ -279,7 +287,7 @@ def sample(self: SubModels, n: int,  # samples per sub-model
     was = self.gen.training
     self.gen.eval()
     try:
-        with torch.no_grad(): return self.gen(self.gen.sample_noise(n, generator(seed, self.beta.device)))
+        with torch.no_grad(): return self._out(self.gen.sample_noise(n, generator(seed, self.beta.device)))
     finally: self.gen.train(was)
 
 # %% ../nbs/05_mesa.ipynb #640bb3a3

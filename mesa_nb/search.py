@@ -22,10 +22,10 @@ from .mesa import Networks, SubModels, check_levels, mixture_weights, sample_mix
 from .threat import Trigger, stamp
 
 # %% auto #0
-__all__ = ['AREA', 'SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'is_masked', 'mask_terms',
-           'normalized_images', 'ClassifierTest', 'trigger_asr', 'check_ensemble', 'Objective', 'as_objective',
-           'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose',
-           'print_diagnostics']
+__all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'is_masked',
+           'mask_terms', 'normalized_images', 'ClassifierTest', 'trigger_asr', 'check_ensemble', 'Objective',
+           'as_objective', 'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr',
+           'search_classes', 'diagnose', 'print_diagnostics']
 
 # %% ../nbs/07_search.ipynb #d930a95f
 @contextlib.contextmanager
@@ -71,6 +71,8 @@ def pattern_normalization(ds: ImageSet, channels: int, device) -> tuple[Tensor, 
 
 
 AREA = 16.0   # default weight of a mask's mean opacity (the area prior): 1 and 4 let every class's adversarial patches through on digits
+BLEND_AREA = 4.0   # default weight of a blend's ratio: at 16 no blend meets its level, at 0 and 2 the ratio climbs to 0.3-1 (a picture of the class)
+MASKS = ("pixel", "blend")   # a mask's forms: an opacity per pixel, or one blend ratio for the whole trigger
 
 
 def is_masked(trigger_shape, ds: ImageSet) -> bool:
@@ -78,13 +80,25 @@ def is_masked(trigger_shape, ds: ImageSet) -> bool:
     return int(trigger_shape[0]) == ds.shape[0] + 1
 
 
-def mask_terms(trigger_shape, area: float) -> dict:
-    "For a mask search: the area prior (`area` × mean opacity, (K,)) and the features the entropy is taken over (the stamped effect m·p, and m)."
+def mask_terms(trigger_shape,
+               area: float,                    # weight of a pixel mask's mean opacity
+               blend: Tensor | None = None,    # (K,) bool: sub-models whose mask is one blend ratio (default: none)
+               blend_area: float = BLEND_AREA, # weight of a blend's ratio
+               ) -> dict:
+    "For a mask search: the area prior (weight × mean opacity, (K,)), the features the entropy is taken over, and the transform that ties a blend's mask to one ratio."
     c, h, w = trigger_shape
     def split(x): v = x.view(*x.shape[:2], c, h * w); return v[:, :, :-1], v[:, :, -1:]   # (K, B, C, hw), (K, B, 1, hw)
-    def penalty(x): return area * split(x)[1].mean((-1, -2, -3))                          # (K,)
-    def features(x): p, m = split(x); return torch.cat([(p * m).flatten(2), m.flatten(2)], -1)   # (K, B, (C+1) hw)
-    return dict(penalty=penalty, features=features)
+    tied = blend is not None and bool(blend.any())
+    b = blend.view(-1, 1, 1, 1) if tied else None
+    weight = torch.where(blend, float(blend_area), float(area)) if tied else area          # (K,) or one number
+    def penalty(x): return weight * split(x)[1].mean((-1, -2, -3))                          # (K,)
+    def features(x):      # a pixel mask: the stamped effect m·p (where m is 0 the pattern is invisible); a blend: the pattern, shown everywhere
+        p, m = split(x)
+        return torch.cat([(torch.where(b, p, p * m) if tied else p * m).flatten(2), m.flatten(2)], -1)   # (K, B, (C+1) hw)
+    def transform(x):     # a blend's mask: the mean of its outputs, everywhere
+        p, m = split(x)
+        return torch.cat([p, torch.where(b, m.mean(-1, keepdim=True).expand_as(m), m)], 2).view(x.shape)
+    return dict(penalty=penalty, features=features, **({"transform": transform} if tied else {}))
 
 
 def normalized_images(ds: ImageSet, device) -> Tensor:
@@ -202,11 +216,14 @@ class Objective:
     critic_lr: float | None = None   # of MINE's critics (default: lr)
     critic_steps: int = 1            # MINE critic updates per generator step
     area: float = AREA               # mask searches: weight of the mean opacity in the generator loss (the prior on trigger area)
+    blend_area: float = BLEND_AREA   # blend masks (one ratio per trigger): weight of the ratio in the generator loss
 
     def __post_init__(self):
         check(self.entropy in SubModels.ENTROPIES, f"unknown entropy term {self.entropy!r}: use one of {SubModels.ENTROPIES}")
         check(self.slack is None or 0 < self.slack < 1, f"slack must be in (0, 1), or None for a fixed alpha; got {self.slack}")
-        check(math.isfinite(self.area) and self.area >= 0, f"area (the weight of the mask's mean opacity) must be a finite number >= 0; got {self.area}")
+        for k in ("area", "blend_area"):
+            v = getattr(self, k)
+            check(math.isfinite(v) and v >= 0, f"{k} (the weight of the mask's mean opacity) must be a finite number >= 0; got {v}")
         check(int(self.trigger_images) >= 1 and int(self.critic_steps) >= 1 and self.lr > 0,
               f"trigger_images and critic_steps must be >= 1 and lr > 0; got {self.trigger_images}, {self.critic_steps}, {self.lr}")
 
@@ -243,14 +260,15 @@ class SearchResult:
     objective: Objective = OBJECTIVES["maxent"]
     reasons: list = None             # per sub-model: None when valid, else why it was dropped
     trained: Tensor | None = None    # steps each sub-model trained, (K,): fewer than the search's for those successive halving stopped
+    masks: list | None = None        # mask searches: each sub-model's mask form, 'pixel' or 'blend' (K,); None without masks
 
     @property
     def k(self) -> int: return len(self.targets)
 
-    def index(self, target: int | None = None, beta: float | None = None) -> list[int]:
-        "Sub-models with the given target and/or beta."
+    def index(self, target: int | None = None, beta: float | None = None, mask: str | None = None) -> list[int]:
+        "Sub-models with the given target, beta and/or mask form."
         return [i for i in range(self.k) if (target is None or int(self.targets[i]) == target)
-                and (beta is None or abs(float(self.betas[i]) - beta) < 1e-6)]
+                and (beta is None or abs(float(self.betas[i]) - beta) < 1e-6) and (mask is None or (self.masks or [None] * self.k)[i] == mask)]
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
         "n triggers from each sub-model: (K, n, C, h, w)."
@@ -264,18 +282,20 @@ class SearchResult:
                         target: int | None = None,     # which class's sub-models (None: the only class searched)
                         weights: str = "uniform",      # 'uniform' (paper), 'schedule' (supplement: 4/3/3 rounds) or 'entropy' (Theorem 2)
                         valid_only: bool = True,       # drop sub-models that failed the validity check
-                        seed: int = 0) -> tuple[Tensor, Tensor]:
+                        seed: int = 0,
+                        beta: float | None = None,     # only this level's sub-models (one per mask form)
+                        ) -> tuple[Tensor, Tensor]:
         "n triggers from the mixture of one class's sub-models: (n, C, h, w) and the sub-model of each (n,)."
         classes = sorted(set(self.targets.tolist()))
         if target is None:
             check(len(classes) == 1, f"this search covers classes {classes}: pass target= to choose one")
             target = classes[0]
-        idx = self.index(target)
-        check(len(idx) > 0, f"no sub-model was trained for class {target}; searched {classes}")
+        idx = self.index(target, beta)
+        check(len(idx) > 0, f"no sub-model was trained for class {target}" + (f" at beta {beta:g}" if beta is not None else "") + f"; searched {classes}")
         bs = [round(float(self.betas[i]), 4) for i in idx]
-        check_ensemble(weights, bs)
+        check_ensemble(weights, sorted(set(bs)))
         idx_t = torch.tensor(idx)
-        if weights == "schedule": h = torch.tensor([SCHEDULE[b] for b in bs], dtype=torch.float64).log()
+        if weights == "schedule": h = torch.tensor([SCHEDULE[b] / bs.count(b) for b in bs], dtype=torch.float64).log()   # a level's share, split among its forms
         else: h = self.entropy(seed=seed)[idx_t] if weights == "entropy" else torch.zeros(len(idx))
         gam = mixture_weights(h, keep=self.keep[idx_t].cpu() if valid_only else None)
         xs = self.submodels.sample(n, seed)[idx_t.to(self.submodels.beta.device)]   # (k_t, n, D)
@@ -358,8 +378,9 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
            device=None,
            chunk: int | None = None,       # images per classifier pass (see `ClassifierTest`)
            halving: int = 0,               # rungs of successive halving (see `halving_fit`); 0: every sub-model trains every step
+           masks=("pixel",),               # with an opacity channel in trigger_shape: the mask forms, one sub-model each per (target, beta) (see `MASKS`)
            ) -> SearchResult:
-    "Algorithm 2 for every (target, beta) pair, side by side on one classifier pass per step."
+    "Algorithm 2 for every (target, beta[, mask form]), side by side on one classifier pass per step."
     dev = as_device(device)
     ob = as_objective(objective)
     tg = _as_targets(targets, ds.num_classes)
@@ -370,19 +391,25 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
                             f"lower batch to at most {len(ds)} or give more defender images")
     steps = steps if steps is not None else max(1, round(epochs * len(ds) / batch))
     check(steps >= 1, f"steps must be >= 1; got {steps}")
-    pairs = list(itertools.product(tg.tolist(), bt.tolist()))
+    masked = is_masked(trigger_shape, ds)
+    masks = (masks,) if isinstance(masks, str) else tuple(masks)
+    check(len(masks) >= 1 and all(f in MASKS for f in masks) and len(set(masks)) == len(masks), f"masks must be distinct forms from {MASKS}; got {masks}")
+    check(masked or masks == ("pixel",), f"mask forms {masks} need a trigger_shape with an opacity channel: ({ds.shape[0] + 1}, h, w)")
+    pairs = list(itertools.product(tg.tolist(), bt.tolist(), masks))
     t_k = torch.tensor([p[0] for p in pairs]); b_k = torch.tensor([p[1] for p in pairs])
+    forms = [p[2] for p in pairs] if masked else None
     t0 = time.perf_counter()
     with frozen(model, dev) as m:
         Fk = ClassifierTest(m, ds, t_k, trigger_shape, location, jitter, seed, dev, chunk, ob.trigger_images)
         sm = SubModels(math.prod(trigger_shape), b_k, alpha, networks, lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
-                       critic_steps=ob.critic_steps, **(mask_terms(trigger_shape, ob.area) if is_masked(trigger_shape, ds) else {}))
+                       critic_steps=ob.critic_steps,
+                       **(mask_terms(trigger_shape, ob.area, torch.tensor([f == "blend" for f in forms], device=dev), ob.blend_area) if masked else {}))
         if halving: hist, trained = halving_fit(sm, Fk, steps, halving, batch, log_every, seed)
         else: hist, trained = sm.fit(Fk, steps, batch, log_every, monitor), torch.full((len(pairs),), steps)
         keep, f_mean = validity(Fk, sm.sample(n_check, seed + 7), b_k.to(dev))
     keep, f_mean = keep.cpu(), f_mean.cpu()
     return SearchResult(sm, t_k, b_k, float(alpha), tuple(trigger_shape), hist, keep, f_mean, time.perf_counter() - t0,
-                        location, ob, invalid_reasons(keep, f_mean, b_k, sm.reached.cpu() if ob.slack is not None else None, steps), trained)
+                        location, ob, invalid_reasons(keep, f_mean, b_k, sm.reached.cpu() if ob.slack is not None else None, steps), trained, forms)
 
 
 def invalid_reasons(keep: Tensor, f_mean: Tensor, betas: Tensor, reached: Tensor | None, steps: int) -> list[str | None]:

@@ -69,6 +69,8 @@ def test_a_blended_trigger_end_to_end_with_masks(tmp_path):
     assert len(rec.trigger.pattern[0]) == 16 and {round(v, 6) for row in rec.trigger.mask for v in row} == {0.2}   # full-image pattern, constant opacity
     assert len(rec.detection.per_class_area) == 10                      # a blend is always defended with masks: the size is not told
     assert all(len(run.pattern) == 4 for run in rec.defense.baseline.runs)   # the baseline reverses a pattern and a mask too
+    settings = json.loads((tmp_path/"digits-smallcnn-blend2-0.2-t0-s0"/"config.json").read_text())
+    assert settings["blend_area"] == 4.0 and set(rec.defense.mesa) == {"0.5", "0.8", "0.9", "ensemble"}   # one candidate per level, both mask forms in each
     assert rec.attack.asr is not None and rec.defense.ideal.asr is not None
 
 

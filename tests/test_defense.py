@@ -104,6 +104,8 @@ def test_defend_bad_input():
         defend(model, test.images, test.labels, 10, ensemble="mean")
     with pytest.raises(MesaError, match=r"schedule weighs betas \[0.5, 0.8, 0.9\]; got betas \[0.9\]"):
         defend(model, test.images, test.labels, 10, betas=(0.9,), ensemble="schedule")
+    with pytest.raises(MesaError, match=r"masks must be distinct forms from \('pixel', 'blend'\); got \('ratio',\)"):
+        defend(model, test.images, test.labels, 10, trigger_size=None, masks="ratio")
 
 
 def test_every_method_is_judged_on_the_same_held_out_images(tmp_path, monkeypatch):
