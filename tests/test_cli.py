@@ -71,6 +71,13 @@ def test_a_blended_trigger_end_to_end_with_masks(tmp_path):
     assert all(len(run.pattern) == 4 for run in rec.defense.baseline.runs)   # the baseline reverses a pattern and a mask too
     settings = json.loads((tmp_path/"digits-smallcnn-blend2-0.2-t0-s0"/"config.json").read_text())
     assert settings["blend_area"] == 4.0 and set(rec.defense.mesa) == {"0.5", "0.8", "0.9", "ensemble"}   # one candidate per level, both mask forms in each
+    # the run's removal search made again and retrained on each mask form's bank (scripts/removal_banks.py)
+    banks = subprocess.run([sys.executable, str(ROOT/"scripts"/"removal_banks.py"), str(tmp_path/"digits-smallcnn-blend2-0.2-t0-s0"), "--seeds", "0"],
+                           capture_output=True, text=True, timeout=600)
+    assert banks.returncode == 0, banks.stderr
+    assert "valid pixel β=0.5" in banks.stdout and "blend β=0.9" in banks.stdout           # both forms at every level
+    rows = [l for l in banks.stdout.splitlines() if l.startswith("| ") and "%" in l]
+    assert [r.split(" | ")[0] for r in rows] == ["| pixel masks", "| blends", "| both forms", "| both forms, β=0.9"]
     assert rec.attack.asr is not None and rec.defense.ideal.asr is not None
 
 
