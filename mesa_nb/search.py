@@ -71,7 +71,7 @@ def pattern_normalization(ds: ImageSet, channels: int, device) -> tuple[Tensor, 
 
 
 AREA = 16.0   # default weight of a mask's mean opacity (the area prior): 1 and 4 let every class's adversarial patches through on digits
-BLEND_AREA = 4.0   # default weight of a blend's ratio: at 16 no blend meets its level, at 0 and 2 the ratio climbs to 0.3-1 (a picture of the class)
+BLEND_AREA = 4.0   # default weight of a blend's ratio: at 16 no blend meets its level, at 0 the ratio climbs to 0.6 (a picture of the class)
 MASKS = ("pixel", "blend")   # a mask's forms: an opacity per pixel, or one blend ratio for the whole trigger
 
 
