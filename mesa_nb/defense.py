@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .core import JsonRecord, NonFiniteError, as_device, check, environment, generator
 from .data import ImageSet, Split, batches, defender_split, normalize, to_float
-from .search import (AREA, MASKS, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
+from .search import (AREA, MASKS, check_masks, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
@@ -430,8 +430,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     if trigger_size is None: shape = (C + 1, H, W)                 # pattern and opacity over the whole image
     else: shape = (C, *((trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)))
     _check_settings(search_ds, held, shape, threshold, alpha, batch, classes, betas, ensemble)
-    masks = (masks,) if isinstance(masks, str) else tuple(masks)
-    check(len(masks) >= 1 and set(masks) <= set(MASKS) and len(set(masks)) == len(masks), f"masks must be distinct forms from {MASKS}; got {masks}")
+    masks = check_masks(masks)
     ob = as_objective(objective)
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
     # 1. detect: every class searched side by side, flagged by the mean ASR of its generated triggers

@@ -22,9 +22,9 @@ from .mesa import Networks, SubModels, check_levels, mixture_weights, sample_mix
 from .threat import Trigger, stamp
 
 # %% auto #0
-__all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'is_masked',
-           'mask_terms', 'normalized_images', 'ClassifierTest', 'trigger_asr', 'check_ensemble', 'Objective',
-           'as_objective', 'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr',
+__all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'check_masks',
+           'is_masked', 'mask_terms', 'normalized_images', 'ClassifierTest', 'trigger_asr', 'check_ensemble',
+           'Objective', 'as_objective', 'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr',
            'search_classes', 'diagnose', 'print_diagnostics']
 
 # %% ../nbs/07_search.ipynb #d930a95f
@@ -73,6 +73,13 @@ def pattern_normalization(ds: ImageSet, channels: int, device) -> tuple[Tensor, 
 AREA = 16.0   # default weight of a mask's mean opacity (the area prior): 1 and 4 let every class's adversarial patches through on digits
 BLEND_AREA = 4.0   # default weight of a blend's ratio: at 16 no blend meets its level, at 0 the ratio climbs to 0.6 (a picture of the class)
 MASKS = ("pixel", "blend")   # a mask's forms: an opacity per pixel, or one blend ratio for the whole trigger
+
+
+def check_masks(masks) -> tuple[str, ...]:
+    "`masks` (one form or several) as a tuple of distinct forms from `MASKS`, or a one-line error."
+    masks = (masks,) if isinstance(masks, str) else tuple(masks)
+    check(len(masks) >= 1 and set(masks) <= set(MASKS) and len(set(masks)) == len(masks), f"masks must be distinct forms from {MASKS}; got {masks}")
+    return masks
 
 
 def is_masked(trigger_shape, ds: ImageSet) -> bool:
@@ -284,14 +291,16 @@ class SearchResult:
                         valid_only: bool = True,       # drop sub-models that failed the validity check
                         seed: int = 0,
                         beta: float | None = None,     # only this level's sub-models (one per mask form)
+                        mask: str | None = None,       # only this mask form's sub-models
                         ) -> tuple[Tensor, Tensor]:
         "n triggers from the mixture of one class's sub-models: (n, C, h, w) and the sub-model of each (n,)."
         classes = sorted(set(self.targets.tolist()))
         if target is None:
             check(len(classes) == 1, f"this search covers classes {classes}: pass target= to choose one")
             target = classes[0]
-        idx = self.index(target, beta)
-        check(len(idx) > 0, f"no sub-model was trained for class {target}" + (f" at beta {beta:g}" if beta is not None else "") + f"; searched {classes}")
+        idx = self.index(target, beta, mask)
+        check(len(idx) > 0, f"no sub-model was trained for class {target}" + (f" at beta {beta:g}" if beta is not None else "")
+                            + (f" with {mask} masks" if mask else "") + f"; searched {classes}")
         bs = [round(float(self.betas[i]), 4) for i in idx]
         check_ensemble(weights, sorted(set(bs)))
         idx_t = torch.tensor(idx)
@@ -392,8 +401,7 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
     steps = steps if steps is not None else max(1, round(epochs * len(ds) / batch))
     check(steps >= 1, f"steps must be >= 1; got {steps}")
     masked = is_masked(trigger_shape, ds)
-    masks = (masks,) if isinstance(masks, str) else tuple(masks)
-    check(len(masks) >= 1 and all(f in MASKS for f in masks) and len(set(masks)) == len(masks), f"masks must be distinct forms from {MASKS}; got {masks}")
+    masks = check_masks(masks)
     check(masked or masks == ("pixel",), f"mask forms {masks} need a trigger_shape with an opacity channel: ({ds.shape[0] + 1}, h, w)")
     pairs = list(itertools.product(tg.tolist(), bt.tolist(), masks))
     t_k = torch.tensor([p[0] for p in pairs]); b_k = torch.tensor([p[1] for p in pairs])

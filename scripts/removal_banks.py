@@ -2,9 +2,10 @@
 
 For a finished run defended with masks (`mesa-nb run ... --mask`, or a blend), the removal search of its target is made
 again as the run made it (both mask forms at every level, the run's steps, batch, areas and seed). Its samples then
-form four banks: the pixel masks' ensemble, the blends' ensemble, both forms (the run's ensemble), and both forms at
-the highest level. Each bank retrains the backdoored model with the run's recipe once per seed (`--seeds`), and the
-original trigger's ASR and the clean accuracy on the run's held-out images are printed per retraining, then as means.
+form four banks, each drawn from the uniform mixture of its valid sub-models as `defend` draws them: the pixel
+masks', the blends', both forms' (the run's ensemble), and both forms' at the highest level. Each bank retrains the
+backdoored model with the run's recipe once per seed (`--seeds`), and the original trigger's ASR and the clean accuracy on the
+run's held-out images are printed per retraining, then as means.
 One retraining varies by several points, so a comparison of banks needs several seeds.
 Run: python scripts/removal_banks.py outputs/cifar-unknown/cifar10-smallcnn-blend0-0.15-t0-s0 [--seeds 0 1 2] [--device cpu]
 """
@@ -44,15 +45,13 @@ def main():
     res = search(model, pool, cfg.target, cfg.betas, cfg.alpha, objective=ob, steps=cfg.search_steps, batch=cfg.search_batch,
                  trigger_shape=(C + 1, H, W), location=cfg.location, seed=cfg.seed, device=a.device, masks=MASKS)
     print(f"{res}: {time.perf_counter() - t0:.0f} s; valid " + ", ".join(f"{f} β={b:g}: {bool(k)}" for f, b, k in zip(res.masks, res.betas.tolist(), res.keep.tolist())))
-    xs = res.sample(cfg.bank, cfg.seed + 1)                                 # (K, bank, C+1, H, W)
 
-    def bank(idx: list[int]) -> torch.Tensor:                               # `cfg.bank` triggers drawn uniformly from these sub-models
-        pick = torch.tensor(idx)[torch.randint(0, len(idx), (cfg.bank,), generator=generator(cfg.seed + 2))]
-        return xs[pick.to(xs.device), torch.arange(cfg.bank, device=xs.device)]
+    def bank(**which) -> torch.Tensor:                                      # `cfg.bank` triggers of these sub-models' mixture, as `defend` draws them
+        valid = bool(res.keep[res.index(cfg.target, which.get("beta"), which.get("mask"))].any())
+        return res.ensemble_sample(cfg.bank, cfg.target, valid_only=valid, seed=cfg.seed + 2, **which)[0]
 
     top = max(cfg.betas)
-    banks = {"pixel masks": bank(res.index(mask="pixel")), "blends": bank(res.index(mask="blend")),
-             "both forms": bank(list(range(res.k))), f"both forms, β={top:g}": bank(res.index(beta=top))}
+    banks = {"pixel masks": bank(mask="pixel"), "blends": bank(mask="blend"), "both forms": bank(), f"both forms, β={top:g}": bank(beta=top)}
     out = {k: [] for k in banks}
     for s in a.seeds:
         for name, b in banks.items():
