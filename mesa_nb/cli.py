@@ -28,7 +28,7 @@ from .models import SCHEDULES, read_checkpoint, save_model
 from .report import collect, run_table, summary_table, write_report
 from .search import ENSEMBLES, OBJECTIVES
 from .threat import CANONICAL_IDS, LOCATIONS
-from .viz import plot_detection, plot_trigger_grid, save_figures
+from .viz import plot_detection, plot_surface_shift, plot_trigger_grid, save_figures
 
 # %% auto #0
 __all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'COMMANDS', 'DEFENSE_FILES', 'load_user_model', 'load_images', 'add_options', 'given',
@@ -125,7 +125,7 @@ def given(args, source, skip=(), prefix: str = "") -> dict:
 
 
 RUN_SKIP = ("preset",)                                                     # set by --preset
-DEFEND_SKIP = ("model", "images", "labels", "num_classes", "recipe", "original", "mean", "std", "split", "trigger_size")   # from --model, --images/--dataset, --trigger-size
+DEFEND_SKIP = ("model", "images", "labels", "num_classes", "recipe", "original", "mean", "std", "split", "trigger_size", "family", "floor")   # from --model, --images/--dataset, --trigger-size
 
 
 def trigger_size(v: str) -> int | str:
@@ -197,7 +197,7 @@ def _print_run(status: str, info, cfg: RunConfig) -> int:
     return 0
 
 
-DEFENSE_FILES = re.compile(r"report\.json|repaired\.safetensors|detection\.png|triggers-class\d+\.png")   # one defense's outputs
+DEFENSE_FILES = re.compile(r"report\.json|repaired\.safetensors|detection\.png|(triggers|surface)-class\d+\.png")   # one defense's outputs
 
 
 def _defense_out(out: Path) -> Path:
@@ -241,6 +241,9 @@ def _defend_cli(args) -> int:
     for c in report.mesa:                          # the repaired classes: flagged, or --classes
         res = report.searches[int(c)]
         figs[f"triggers-class{c}"] = plot_trigger_grid({f"β={b:g}": s[:10].cpu() for b, s in zip(res.betas.tolist(), res.sample(10, args.seed or 0))})
+        figs[f"surface-class{c}"] = plot_surface_shift({"before repair": report.before[c].surface,
+                                                        **{("β=" + k if k != "ensemble" else k) + (" (returned)" if k == report.choice[c] else ""): v.surface
+                                                           for k, v in report.mesa[c].items()}}, title=f"residual surface towards class {c}")
     save_figures(figs, new)
     if report.chosen: save_model(repaired, new/"repaired.safetensors", chosen=report.chosen)
     names = _replace_set(new, out)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -22,13 +22,14 @@ from .search import (AREA, MASKS, check_masks, Objective, SearchResult, as_objec
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
-from .threat import Trigger, attack_success_rate, stamp, stamp_some
+from .threat import Trigger, TriggerFamily, attack_success_rate, stamp, stamp_some, trigger_family, trigger_outcomes
 
 # %% auto #0
-__all__ = ['MASK_MARGIN', 'Sampler', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn',
-           'Evaluation', 'Candidate', 'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger',
-           'ideal_defense', 'baseline_defense', 'anomaly_index', 'NCDetection', 'neural_cleanse', 'as_image_set',
-           'DefenseReport', 'defend']
+__all__ = ['MASK_MARGIN', 'Sampler', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn',
+           'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun', 'Baseline',
+           'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense', 'anomaly_index',
+           'NCDetection', 'neural_cleanse', 'as_image_set', 'DefenseReport', 'choose_repair', 'defend', 'Coverage',
+           'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -104,9 +105,12 @@ def unlearn(model: nn.Module,               # the suspect model; a repaired copy
             ds: ImageSet,                   # the defender's retraining images
             sampler: Sampler | None,        # where stamped triggers come from; None: plain fine-tuning
             recipe: Retrain = Retrain(),
-            device=None) -> nn.Module:
+            device=None,
+            seed: int | None = None,        # seeds shuffling, augmentation and stamping; None: the global random state as it is
+            ) -> nn.Module:
     "A copy of `model` fine-tuned on `ds` with sampled triggers stamped on true-label images (Eq. 5)."
     check(len(ds) >= recipe.batch_size, f"{len(ds)} retraining images are fewer than one batch ({recipe.batch_size}): lower batch_size or add images")
+    if seed is not None: torch.manual_seed(seed)
     repaired = copy.deepcopy(model)
     transform = None if sampler is None else Unlearn(sampler, recipe.ratio, recipe.location)
     fit(repaired, ds, epochs=recipe.epochs, lr=recipe.lr, momentum=recipe.momentum, batch_size=recipe.batch_size,
@@ -123,16 +127,76 @@ def _rate(need, name, v):
 
 
 @dataclass
-class Evaluation(JsonRecord):
-    "A model on the held-out images: clean accuracy, and the original trigger's ASR when there is one."
-    accuracy: float               # clean accuracy on the held-out images
-    asr: float | None = None      # attack success rate of the original trigger there (None: no trigger known)
+class Surface(JsonRecord):
+    "A model's residual backdoor surface: the ASR towards one class of every member of a `TriggerFamily`, and its summary."
+    asr: list[float]                       # each member's ASR, in the family's order
+    max: float                             # the largest member ASR
+    mean: float                            # the mean member ASR
+    above_02: float                        # share of the family at or above 0.2 ASR
+    above_05: float                        # share at or above 0.5 ASR (on the backdoored model: the valid set)
+    excess_max: float | None = None        # the largest ASR above the clean model's for the same member (None: no clean model)
+    excess_mean: float | None = None       # the mean excess (negative where the model is below the clean one)
+    excess_above_01: float | None = None   # share of the family more than 0.1 above the clean model's ASR
+    seconds: float | None = None           # time taken to measure it
 
-    def validate(self, need): _rate(need, "accuracy", self.accuracy); _rate(need, "asr", self.asr)
+    def validate(self, need):
+        for k in ("max", "mean", "above_02", "above_05", "excess_above_01"): _rate(need, k, getattr(self, k))
+        need(len(self.asr) >= 1 and all(0 <= a <= 1 for a in self.asr), "asr", "must be one ASR in [0, 1] per member")
+
+    @classmethod
+    def of(cls, asr: Tensor, floor: Surface | None = None) -> Surface:
+        "The surface with per-member ASRs `asr` (n,), its excess over `floor` (the clean model's surface on the same family) when given."
+        a = asr.double().cpu()
+        out = dict(asr=[round(float(v), 5) for v in a], max=float(a.max()), mean=float(a.mean()),
+                   above_02=float((a >= 0.2).double().mean()), above_05=float((a >= 0.5).double().mean()))
+        if floor is not None:
+            check(len(floor.asr) == len(a), f"the clean model's surface has {len(floor.asr)} members, this one {len(a)}: measure both on one family")
+            e = a - torch.tensor(floor.asr, dtype=torch.float64)
+            out.update(excess_max=float(e.max()), excess_mean=float(e.mean()), excess_above_01=float((e > 0.1 + 1e-9).double().mean()))
+        return cls(**out)
+
+    def line(self) -> str:
+        "One line for reports: max, mean, shares, and the excess when known."
+        s = f"max {self.max:.2f}, mean {self.mean:.3f}, above 0.5: {self.above_05:.1%}"
+        return s + (f"; over the clean model: max {self.excess_max:+.2f}, above +0.1: {self.excess_above_01:.1%}" if self.excess_max is not None else "")
+
+
+def surface(model: nn.Module, ds: ImageSet, family: TriggerFamily,
+            target: int,                      # the class the family's triggers are measured towards
+            location: str = "random",         # stamping rule, as the run stamps
+            floor: Surface | None = None,     # the clean model's surface on the same family and images: each member's excess
+            device=None) -> Surface:
+    "The ASR of every member of `family` on `ds` (`family.images` stamped non-target images each, the same ones for every model)."
+    check(family.patterns, "this trigger family holds no patterns (read back from a record?): draw it again with threat.trigger_family")
+    t0 = time.perf_counter()
+    asr = torch.cat([trigger_asr(model, ds, p, target, location=location, images=family.images, seed=family.seed + i, device=device).cpu()
+                     for i, p in enumerate(family.patterns.values())])
+    return replace(Surface.of(asr, floor), seconds=time.perf_counter() - t0)
 
 
 @dataclass
-class Candidate(Evaluation):
+class Evaluation(JsonRecord):
+    "A model on the held-out images: clean accuracy; the original trigger's ASR and robust accuracy when there is one; its residual surface."
+    accuracy: float                        # clean accuracy on the held-out images
+    asr: float | None = None               # attack success rate of the original trigger there (None: no trigger known)
+    robust_accuracy: float | None = None   # stamped non-target images still given their true class
+    surface: Surface | None = None         # the ASR of a fixed trigger family (`surface`); None: not measured
+
+    def validate(self, need):
+        for k in ("accuracy", "asr", "robust_accuracy"): _rate(need, k, getattr(self, k))
+
+
+@dataclass
+class Repaired(Evaluation):
+    "A repaired model judged on the held-out images, and the same repair retrained again with other seeds."
+    repeats: list[Evaluation] = field(default_factory=list)   # retrainings with seeds seed+1, seed+2, ... (`retrain_seeds`), judged alike
+
+    @property
+    def runs(self) -> list[Evaluation]: return [self, *self.repeats]
+
+
+@dataclass
+class Candidate(Repaired):
     "One MESA repair (a level's triggers, or the ensemble's) judged on the held-out images."
     sampled_asr: float | None = None  # ASR there of the generated triggers it retrained on (measurable without the attack)
     entropy: float | None = None      # k-NN entropy of those triggers, nats: their spread
@@ -140,8 +204,12 @@ class Candidate(Evaluation):
     mean_f: float | None = None       # the sub-model's mean F after training (levels only)
     alpha: float | None = None        # its entropy weight at the end of the search (levels only)
     invalid: str | None = None        # why it is invalid, when it is
+    search_surface: float | None = None   # mean ASR of the trigger family on the *search* images (what the choice sees)
+    search_accuracy: float | None = None  # clean accuracy on the search images (the choice's accuracy budget)
 
-    def validate(self, need): super().validate(need); _rate(need, "sampled_asr", self.sampled_asr)
+    def validate(self, need):
+        super().validate(need)
+        for k in ("sampled_asr", "search_surface", "search_accuracy"): _rate(need, k, getattr(self, k))
 
 
 @dataclass
@@ -187,10 +255,19 @@ class Detection(JsonRecord):
 
 
 def evaluate(model: nn.Module, held: ImageSet, original: Trigger | None,
-             location: str = "random", seed: int = 0, device=None) -> Evaluation:
-    "Clean accuracy on the held-out split, and the ASR of the original trigger when there is one."
-    return Evaluation(accuracy(model, held, device=device),
-                      None if original is None else attack_success_rate(model, held, original, location, seed, device=device))
+             location: str = "random", seed: int = 0, device=None,
+             family: TriggerFamily | None = None,   # also measure the residual surface on this family
+             target: int | None = None,             # the class the surface is measured towards (default: the original's target)
+             floor: Surface | None = None,          # the clean model's surface: each member's excess over it
+             ) -> Evaluation:
+    "Clean accuracy on the held-out split; the original trigger's ASR and robust accuracy when there is one; the surface on `family`."
+    asr, ra = (None, None) if original is None else trigger_outcomes(model, held, original, location, seed, device=device)
+    surf = None
+    if family is not None:
+        t = original.target if target is None and original is not None else target
+        check(t is not None, "a surface is measured towards a class: pass target= when there is no original trigger")
+        surf = surface(model, held, family, t, location, floor, device)
+    return Evaluation(accuracy(model, held, device=device), asr, ra, surf)
 
 # %% ../nbs/08_defense.ipynb #78d8f21b
 def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
@@ -226,10 +303,17 @@ def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
 
 
 def ideal_defense(model: nn.Module, search: ImageSet, held: ImageSet, original: Trigger,
-                  recipe: Retrain = Retrain(), seed: int = 0, device=None) -> tuple[Evaluation, nn.Module]:
+                  recipe: Retrain = Retrain(), seed: int = 0, device=None,
+                  retrain_seeds: int = 1,                # retrainings, each judged; the first is the returned model
+                  family: TriggerFamily | None = None,   # also measure each repaired model's surface on this family
+                  floor: Surface | None = None,          # the clean model's surface (each member's excess)
+                  ) -> tuple[Repaired, nn.Module]:
     "Retrain with the original trigger (the best a defender could do) and evaluate: (evaluation, repaired model)."
-    repaired = unlearn(model, search, fixed_sampler(original.patch.to(as_device(device))), recipe, device)
-    return evaluate(repaired, held, original, recipe.location, seed, device), repaired
+    check(retrain_seeds >= 1, f"retrain_seeds must be >= 1; got {retrain_seeds}")
+    sampler = fixed_sampler(original.patch.to(as_device(device)))
+    repaired = unlearn(model, search, sampler, recipe, device)
+    more = [evaluate(unlearn(model, search, sampler, recipe, device, seed=seed + k), held, original, recipe.location, seed, device) for k in range(1, retrain_seeds)]
+    return Repaired(**vars(evaluate(repaired, held, original, recipe.location, seed, device, family, floor=floor)), repeats=more), repaired
 
 
 def baseline_defense(model: nn.Module, search: ImageSet, held: ImageSet, target: int,
@@ -238,6 +322,8 @@ def baseline_defense(model: nn.Module, search: ImageSet, held: ImageSet, target:
                      recipe: Retrain = Retrain(), shape: tuple[int, int, int] = (3, 3, 3),
                      reverse_epochs: int = 5, seed: int = 0, device=None,
                      area: float = AREA,                 # with a mask channel in `shape`: weight of the mask's mean opacity
+                     family: TriggerFamily | None = None,   # also measure each repaired model's surface on this family
+                     floor: Surface | None = None,          # the clean model's surface (each member's excess)
                      ) -> Baseline:
     "The single-trigger baseline, `runs` times: reverse, retrain, evaluate; mean, spread and worst ASR."
     check(runs >= 1, f"runs must be >= 1; got {runs}")
@@ -245,7 +331,7 @@ def baseline_defense(model: nn.Module, search: ImageSet, held: ImageSet, target:
     for k in range(runs):
         trig = reverse_trigger(model, search, target, shape, epochs=reverse_epochs, location=recipe.location, seed=seed + k, device=device, area=area)
         repaired = unlearn(model, search, fixed_sampler(trig.patch.to(as_device(device))), recipe, device)
-        out.append(BaselineRun(**vars(evaluate(repaired, held, original, recipe.location, seed, device)), pattern=trig.patch.tolist(),
+        out.append(BaselineRun(**vars(evaluate(repaired, held, original, recipe.location, seed, device, family, target, floor)), pattern=trig.patch.tolist(),
                                trigger_asr=attack_success_rate(model, held, trig, recipe.location, seed, device=device)))
     if original is None: return Baseline(out)
     asr = torch.tensor([r.asr for r in out], dtype=torch.float64)
@@ -312,13 +398,16 @@ def as_image_set(images: torch.Tensor,        # (N, C, H, W) uint8, or float pix
 # %% ../nbs/08_defense.ipynb #aee1f23e
 @dataclass
 class DefenseReport(JsonRecord):
-    "What `defend` found and did: detection, each candidate repair, the choice, timings (`to_json` for the file)."
+    "What `defend` found and did: detection, each candidate repair, the choice, the surfaces before and after, timings (`to_json` for the file)."
     detection: Detection
     mesa: dict[str, dict[str, Candidate]]  # repaired class -> candidate ("0.5", ..., "ensemble") -> how it did
     chosen: str | None                     # which candidate the returned model is, None when nothing was flagged
     timing: dict[str, float]
     settings: dict
     environment: dict
+    before: dict[str, Evaluation] = field(default_factory=dict)   # repaired class -> the model before its repair, on the held-out images
+    choice: dict[str, str] = field(default_factory=dict)          # repaired class -> the candidate returned for it
+    family: TriggerFamily | None = None                           # the triggers every surface was measured on
     searches: dict = field(default_factory=dict, repr=False, compare=False, metadata={"json": False})  # "detection" and each removed class -> SearchResult
 
     @property
@@ -330,17 +419,36 @@ class DefenseReport(JsonRecord):
         lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d.per_class_asr))]
         if d.per_class_area: lines.append("their mean opacity (share of the image): " + " ".join(f"{c}:{a:.3f}" for c, a in enumerate(d.per_class_area)))
         lines.append(f"threshold {d.threshold}" + (f", margin {d.margin}" if d.margin else "") + ": " + (f"flagged {d.flagged}" if d.flagged else "no class flagged, no backdoor detected; model returned unchanged"))
+        if self.family is not None and self.mesa: lines.append(f"residual surface: the ASR of {self.family.size} triggers ({self.family.kind}: "
+                                                               + ", ".join(f"{n} {k}" for k, n in self.family.groups.items()) + ") on the held-out images")
         for c, cands in self.mesa.items():
+            b = self.before.get(c)
+            if b is not None and b.surface is not None: lines.append(f"class {c} before repair: accuracy {b.accuracy:.3f}; surface {b.surface.line()}")
             for name, r in cands.items():
                 extra = f", ASR of the original trigger {r.asr:.3f}" if r.asr is not None else ""
                 if not r.valid: extra += " (invalid: " + ("mean F below beta)" if name != "ensemble" else "no sub-model passed the validity check, all mixed)")
+                if r.surface is not None: extra += f"; surface {r.surface.line()}"
                 lines.append(f"class {c} {'beta ' + name if name != 'ensemble' else 'ensemble'}: accuracy {r.accuracy:.3f}, "
                              f"ASR of discovered triggers {r.sampled_asr:.3f}{extra}")
         if self.chosen: lines.append(f"returned model: {self.chosen}")
         return "\n".join(lines)
 
 # %% ../nbs/08_defense.ipynb #95c5fc9b
-def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha, batch, classes, betas, ensemble):
+CHOICES = ("surface", "ensemble")   # how `defend` picks the returned repair (or a level, e.g. "0.9")
+ACCURACY_BUDGET = 0.02              # accuracy on the search images a surface-chosen repair may lose against the suspect model
+
+
+def choose_repair(cands: dict[str, Candidate],        # candidate name -> candidate, each with search_surface and search_accuracy
+                  accuracy: float,                    # the suspect model's accuracy on the search images
+                  budget: float = ACCURACY_BUDGET,    # accuracy a repair may lose there
+                  ) -> str:
+    "The candidate with the lowest residual surface on the search images within the accuracy budget; the ensemble breaks ties and stands in when none is within it."
+    ok = {k: c for k, c in cands.items() if c.search_surface is not None and c.search_accuracy is not None and c.search_accuracy >= accuracy - budget - 1e-9}
+    if not ok: return "ensemble"
+    return min(ok, key=lambda k: (round(ok[k].search_surface, 6), k != "ensemble"))
+
+
+def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha, batch, classes, betas, ensemble, choose, accuracy_budget, retrain_seeds):
     "Every setting of `defend`, checked before any search runs."
     _, h, w = shape
     check(0 < threshold < 1, f"threshold must be a mean ASR in (0, 1); got {threshold}")
@@ -354,6 +462,10 @@ def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha
     check(classes is None or all(0 <= int(c) < search_ds.num_classes for c in classes),
           f"classes to repair {list(classes or [])} must lie in [0, {search_ds.num_classes})")
     check_ensemble(ensemble, betas)
+    levels = [f"{float(b):g}" for b in betas]
+    check(choose in CHOICES or choose in levels, f"unknown choice {choose!r}: use one of {CHOICES} or a level of betas {levels}")
+    check(isinstance(accuracy_budget, (int, float)) and 0 <= accuracy_budget <= 1, f"accuracy_budget must be in [0, 1]; got {accuracy_budget!r}")
+    check(isinstance(retrain_seeds, int) and retrain_seeds >= 1, f"retrain_seeds must be an integer >= 1; got {retrain_seeds!r}")
 
 
 def _banks(res: SearchResult, c: int, bank: int, ensemble: str, seed: int) -> dict[str, Tensor]:
@@ -365,9 +477,9 @@ def _banks(res: SearchResult, c: int, bank: int, ensemble: str, seed: int) -> di
 
 
 def _judge(m: nn.Module, held: ImageSet, original, pats: Tensor, c: int, shape, recipe: Retrain,
-           check_triggers: int, check_images: int, seed: int, device) -> dict:
-    "A repaired model on the held-out images: accuracy, the original trigger's ASR, and the ASR of the triggers it retrained on."
-    rec = evaluate(m, held, original, recipe.location, seed, device)
+           check_triggers: int, check_images: int, seed: int, device, family: TriggerFamily, floor: Surface | None) -> dict:
+    "A repaired model on the held-out images: accuracy, the original trigger's ASR, its surface, and the ASR of the triggers it retrained on."
+    rec = evaluate(m, held, original, recipe.location, seed, device, family, c, floor)
     return dict(vars(rec), sampled_asr=float(trigger_asr(m, held, pats[:check_triggers], c, shape, recipe.location, images=check_images, seed=seed, device=device).mean()),
                 entropy=float(knn_entropy(pats[:512].flatten(1).float().cpu())))   # k-NN, nats: the spread of what was retrained on
 
@@ -413,6 +525,11 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            classes: list[int] | None = None,  # classes to remove a backdoor for (default: the flagged ones)
            ensemble: str = "uniform",         # ensemble weights: 'uniform' (paper), 'schedule' (supplement 4/3/3), 'entropy'
            masks: tuple[str, ...] = MASKS,    # size unknown: the mask forms removal models ('pixel' opacities, 'blend' ratio); detection uses 'pixel'
+           choose: str = "surface",           # the returned repair: 'surface' (lowest residual surface on the search images), 'ensemble' (the paper's) or a level ('0.9')
+           accuracy_budget: float = ACCURACY_BUDGET,  # with choose='surface': accuracy on the search images a repair may lose
+           retrain_seeds: int = 1,            # retrainings per candidate, each judged on the held-out images (the first is the one returned)
+           family: TriggerFamily | None = None,  # the triggers every surface is measured on (default: `trigger_family` of the trigger size)
+           floor: Surface | None = None,      # the clean model's surface towards the repaired class, when known (research): each surface's excess
            seed: int = 0,                     # seeds the split, the search and retraining
            device: str | None = None,         # cpu, cuda or cuda:N (default: CUDA if present)
            ) -> tuple[DefenseReport, nn.Module]:
@@ -429,8 +546,10 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     C, H, W = search_ds.shape
     if trigger_size is None: shape = (C + 1, H, W)                 # pattern and opacity over the whole image
     else: shape = (C, *((trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)))
-    _check_settings(search_ds, held, shape, threshold, alpha, batch, classes, betas, ensemble)
+    _check_settings(search_ds, held, shape, threshold, alpha, batch, classes, betas, ensemble, choose, accuracy_budget, retrain_seeds)
     masks = check_masks(masks)
+    family = family or trigger_family((C, H, W), None if trigger_size is None else shape[1:])
+    screen = replace(family, images=max(1, family.images // 4))    # the choice needs the surface's mean only: a quarter of the images
     ob = as_objective(objective)
     common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
     # 1. detect: every class searched side by side, flagged by the mean ASR of its generated triggers
@@ -440,23 +559,77 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     margin = (0.0 if trigger_size is not None else MASK_MARGIN) if margin is None else float(margin)
     flagged = flag_classes(asr, threshold, margin)
     t_detect = time.perf_counter() - t0
-    # 2. repair each class: MESA per level, then Eq. 5 with each level's and the ensemble's triggers; keep the ensemble's
-    mesa, repaired, chosen, searches = {}, model, [], {"detection": det}
+    # 2. repair each class: MESA per level, then Eq. 5 with each level's and the ensemble's triggers; 3. choose one
+    mesa, repaired, chosen, searches, before, choice, t_choice = {}, model, [], {"detection": det}, {}, {}, 0.0
+    judge = lambda m, c: evaluate(m, held, original, recipe.location, seed, device, family, c, floor)
     for c in (flagged if classes is None else [int(c) for c in classes]):
         res = searches[c] = search(model, search_ds, c, betas, alpha, steps=search_steps, objective=ob, masks=masks if trigger_size is None else ("pixel",), **common)
+        before[str(c)] = judge(repaired, c)
         cands, models, g = {}, {}, generator(seed, device)          # one stream of trigger draws per class, across its candidates
         for name, pats in _banks(res, c, bank, ensemble, seed).items():
             models[name] = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
-            cands[name] = Candidate(**_judge(models[name], held, original, pats, c, shape, recipe, check_triggers, check_images, seed, device),
-                                    **_validity(res, c, name))
+            more = [evaluate(unlearn(repaired, search_ds, bank_sampler(pats.to(device), generator(seed + k, device)), recipe, device, seed=seed + k),
+                             held, original, recipe.location, seed, device) for k in range(1, retrain_seeds)]   # (no surface: the first retraining's speaks)
+            cands[name] = Candidate(**_judge(models[name], held, original, pats, c, shape, recipe, check_triggers, check_images, seed, device, family, floor),
+                                    repeats=more, **_validity(res, c, name),
+                                    search_surface=(screened := surface(models[name], search_ds, screen, c, recipe.location, device=device)).mean,
+                                    search_accuracy=accuracy(models[name], search_ds, device=device))
+            t_choice += screened.seconds
         mesa[str(c)] = cands
-        repaired = models["ensemble"]; chosen.append(f"ensemble of class {c}")
+        pick = choose_repair(cands, accuracy(repaired, search_ds, device=device), accuracy_budget) if choose == "surface" else choose
+        repaired, choice[str(c)] = models[pick], pick
+        chosen.append(f"{'β=' + pick if pick != 'ensemble' else 'ensemble'} of class {c}" + (" (lowest residual surface on the search images)" if choose == "surface" else ""))
     chosen = ", ".join(chosen) or None
     report = DefenseReport(Detection(asr.tolist(), threshold, flagged, per_class_area=area, margin=margin), mesa, chosen,
-                           dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect),
+                           dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect, choice=t_choice),
                            dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
                                 search_steps=search_steps, detect_halving=detect_halving, masks=list(masks) if trigger_size is None else None, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
+                                choose=choose, accuracy_budget=accuracy_budget, retrain_seeds=retrain_seeds,
                                 held=held.digest(), held_images=len(held), search_images=len(search_ds),
                                 check_triggers=check_triggers, check_images=check_images),
-                           environment(device), searches)
+                           environment(device), before, choice, family, searches)
     return report, repaired
+
+# %% ../nbs/08_defense.ipynb #819b2954
+@dataclass
+class Coverage(JsonRecord):
+    "Lemma 1 by brute force: the black-and-white patterns valid on the backdoored model (ASR ≥ 0.5), and how much of that set each level's samples reach."
+    patterns: int                       # black-and-white patterns probed: all of the size
+    valid: int                          # of which valid on the backdoored model
+    samples: int                        # samples drawn per level, binarized (mean over channels > 0.5)
+    distinct: dict[str, int]            # level -> distinct binarized patterns among its samples
+    reached: dict[str, int]             # level -> valid patterns among them
+    nested: dict[str, float]            # "0.8 in 0.5": share of the higher level's reached valid patterns the lower level reaches too
+    original_valid: bool | None = None  # the original trigger (binarized) is in the valid set; None: no original, or not black-and-white
+    original_reached: dict[str, bool] = field(default_factory=dict)   # level -> its samples hit the original
+
+    def share(self, level: str) -> float: return self.reached[level] / self.valid if self.valid else math.nan
+
+    def line(self) -> str:
+        return (f"{self.valid} of {self.patterns} black-and-white patterns valid; reached by "
+                + ", ".join(f"β={k}: {v} ({self.share(k):.0%})" for k, v in self.reached.items())
+                + ("; nesting " + ", ".join(f"{k} {v:.0%}" for k, v in self.nested.items()) if self.nested else "")
+                + ("" if self.original_valid is None else f"; original valid: {self.original_valid}, reached by "
+                   + (", ".join(f"β={k}" for k, v in self.original_reached.items() if v) or "no level")))
+
+
+def coverage(res: SearchResult, target: int, backdoored: Surface, family: TriggerFamily,
+             original: Trigger | None = None, samples: int = 2000, seed: int = 0) -> Coverage | None:
+    "The valid set of `backdoored`'s surface and each level's reach of it (None when the family does not hold every black-and-white pattern of the size)."
+    bw = family.slices().get("black-and-white")
+    h, w = res.trigger_shape[1:]
+    if bw is None or res.trigger_shape[0] != family.patterns["black-and-white"].shape[1] or bw.stop - bw.start != 2 ** (h * w): return None
+    valid = {i for i, a in enumerate(backdoored.asr[bw]) if a >= 0.5}
+    weights = 2 ** torch.arange(h * w - 1, -1, -1)
+    x = res.sample(samples, seed)                                              # (K, n, C, h, w)
+    numbers = ((x.mean(2) > 0.5).flatten(2).long().cpu() * weights).sum(-1)     # (K, n): pattern numbers, as `pattern_bits` numbers them
+    levels = sorted({float(res.betas[i]) for i in res.index(target)})
+    got = {f"{b:g}": set(numbers[res.index(target, b)].flatten().tolist()) for b in levels}
+    reached = {k: v & valid for k, v in got.items()}
+    names = list(reached)
+    nested = {f"{hi} in {lo}": len(reached[hi] & reached[lo]) / len(reached[hi]) for i, lo in enumerate(names) for hi in names[i + 1:] if reached[hi]}
+    orig = None
+    if original is not None and original.mask is None and tuple(original.pattern.shape) == tuple(res.trigger_shape) and set(original.pattern.unique().tolist()) <= {0.0, 1.0}:
+        orig = int(((original.pattern.mean(0) > 0.5).flatten().long() * weights).sum())
+    return Coverage(2 ** (h * w), len(valid), samples, {k: len(v) for k, v in got.items()}, {k: len(v) for k, v in reached.items()}, nested,
+                    None if orig is None else orig in valid, {} if orig is None else {k: orig in v for k, v in got.items()})

@@ -21,12 +21,13 @@ from fastcore.basics import patch
 
 from .core import MesaError, RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
-from .defense import Baseline, Evaluation, NCDetection, Retrain, baseline_defense, defend, evaluate, ideal_defense, neural_cleanse
+from .defense import (CHOICES, Baseline, Evaluation, NCDetection, Retrain, baseline_defense, coverage, defend, evaluate, ideal_defense,
+                             neural_cleanse)
 from .search import AREA, BLEND_AREA, as_objective, check_ensemble
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
 from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
-from .threat import LOCATIONS, backdoor, parse_trigger, trigger_spec
-from .viz import embed, plot_detection, plot_embedding, plot_training_curves, plot_trigger_grid, save_figures
+from .threat import LOCATIONS, backdoor, family_size, parse_trigger, trigger_family, trigger_spec
+from .viz import embed, plot_detection, plot_embedding, plot_surface_shift, plot_training_curves, plot_trigger_grid, save_figures
 
 # %% auto #0
 __all__ = ['CLASSES', 'IMAGE_SHAPES', 'PRESETS', 'CLEAN_FIELDS', 'MACHINE_FIELDS', 'RunConfig', 'make_config', 'run_name',
@@ -50,7 +51,7 @@ _VALID = [   # (settings, test, what a valid value is): every number is checked 
     (("alpha", "weight_decay", "mask_area", "blend_area"), lambda v: _finite(v) and v >= 0, "a number >= 0"),
     (("seed", "clean_epochs", "attack_epochs", "baseline_runs"), _count(0), "an integer >= 0"),
     (("clean_batch_size", "attack_batch_size", "retrain_batch_size", "retrain_epochs", "reverse_epochs", "search_batch", "bank",
-      "check_triggers", "check_images"), _count(1), "an integer >= 1"),
+      "check_triggers", "check_images", "retrain_seeds", "surface_images"), _count(1), "an integer >= 1"),
     (("detect_steps", "search_steps"), lambda v: v is None or _count(1)(v), "an integer >= 1 (or None: 10 epochs)"),
 ]
 
@@ -102,6 +103,11 @@ class RunConfig:
     retrain_epochs: int = 1          # retraining: epochs
     retrain_lr: float = 0.01         # retraining: learning rate
     retrain_batch_size: int = 64     # retraining: batch size
+    retrain_schedule: str = "constant"  # retraining: learning-rate schedule, "constant" (the paper's), "cosine" or "onecycle"
+    retrain_seeds: int = 1           # retraining: seeds per MESA candidate and for the ideal, each judged (the baseline's runs are its seeds)
+    choose: str = "surface"          # the repair defend returns: "surface" (lowest residual surface on the search images), "ensemble" or a level
+    surface_images: int = 4          # residual surface: stamped held-out images per member of the trigger family (quick, paper: 32; cpu: 16)
+    surface_family: str = "auto"     # residual surface: "auto" (the kind the defender is told of), "unknown" (squares and blends) or a size "HxW"
     baseline_runs: int = 2           # single-trigger baseline: independent reversals
     reverse_epochs: int = 1          # single-trigger baseline: epochs of each reversal
 
@@ -114,6 +120,11 @@ class RunConfig:
         check(self.model in MODELS, f"unknown model {self.model!r}: use one of {sorted(MODELS)}")
         check(self.location in LOCATIONS, f"unknown location {self.location!r}: use one of {LOCATIONS}")
         check(self.attack_schedule in SCHEDULES, f"unknown attack_schedule {self.attack_schedule!r}: use one of {SCHEDULES}")
+        check(self.retrain_schedule in SCHEDULES, f"unknown retrain_schedule {self.retrain_schedule!r}: use one of {SCHEDULES}")
+        try: family_size(self.surface_family, IMAGE_SHAPES[self.dataset])
+        except MesaError as e: raise MesaError(f"setting surface_family (--surface-family): {e}") from None
+        check(self.choose in CHOICES or self.choose in [f"{float(b):g}" for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas])],
+              f"setting choose (--choose) must be one of {CHOICES} or a level of betas; got {self.choose!r}")
         check(0 <= self.target < CLASSES[self.dataset], f"target class {self.target} is outside the label range [0, {CLASSES[self.dataset]}) of {self.dataset}")
         self.data_dir, self.device, self.out_dir = (str(v) if v not in (None, "") else None for v in (self.data_dir, self.device, self.out_dir))
         if self.device: as_device(self.device)               # an unknown device fails here
@@ -129,23 +140,25 @@ class RunConfig:
     @property
     def recipe(self) -> Retrain:
         "The retraining recipe shared by every defense in the run."
-        return Retrain(ratio=self.retrain_ratio, epochs=self.retrain_epochs, lr=self.retrain_lr, batch_size=self.retrain_batch_size,
+        return Retrain(ratio=self.retrain_ratio, epochs=self.retrain_epochs, lr=self.retrain_lr, batch_size=self.retrain_batch_size, schedule=self.retrain_schedule,
                        weight_decay=self.weight_decay, nesterov=self.nesterov, augmentation=self.augmentation, location=self.location)
 
 # %% ../nbs/11_experiment.ipynb #5652f350
 PRESETS = {
     "smoke": {},
     "quick": dict(clean_epochs=15, attack_epochs=15, detect_steps=100, search_steps=150, search_batch=32, bank=2048,
-                  check_triggers=32, check_images=64, retrain_epochs=10, baseline_runs=5, reverse_epochs=5),
+                  check_triggers=32, check_images=64, retrain_ratio=0.2, retrain_epochs=10, retrain_schedule="cosine", baseline_runs=5, reverse_epochs=5,
+                  surface_images=32),
     "cpu": dict(dataset="cifar10", clean_epochs=6, clean_batch_size=256, ratio=0.1, attack_epochs=3, attack_lr=0.01,
                 detect_steps=200, search_steps=300, search_batch=32, bank=2048, check_triggers=32, check_images=64,
-                retrain_epochs=2, retrain_lr=0.003, retrain_batch_size=128, baseline_runs=3, reverse_epochs=2),
+                retrain_ratio=0.2, retrain_epochs=2, retrain_lr=0.01, retrain_schedule="cosine", retrain_batch_size=128, retrain_seeds=3,
+                baseline_runs=5, reverse_epochs=2, surface_images=16),
     "paper": dict(dataset="cifar10", model="resnet18", clean_epochs=40, clean_lr=0.1,
                   ratio=0.01, attack_epochs=10, attack_lr=1e-3, attack_schedule="constant", weight_decay=0.0, nesterov=False,
                   augmentation=False, objective="paper",
                   detect_steps=3125, search_steps=3125, search_batch=128, bank=4096, check_triggers=128, check_images=128,
                   retrain_ratio=0.01, retrain_epochs=10, retrain_lr=1e-3, retrain_batch_size=128,
-                  baseline_runs=10, reverse_epochs=5),
+                  baseline_runs=10, reverse_epochs=5, surface_images=32),
 }
 
 
@@ -232,9 +245,11 @@ class Run:
         self.pool, self.held = self.split
         self.trigger = parse_trigger(cfg.trigger, cfg.target, test.num_classes, test.shape)
         self.timing, self.models, self.report = {}, {}, None
+        self.family = trigger_family(test.shape, family_size(cfg.surface_family, test.shape, self.trigger_size), images=cfg.surface_images)   # fixed
         self.record = dict(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed, preset=cfg.preset,   # RunRecord's fields, filled step by step
                            trigger=TriggerInfo.from_json(self.trigger.record(cfg.location)) if self.trigger else None,
-                           evaluation=HeldOut("held", len(self.held), len(self.pool), self.held.digest()), defense=Defenses())
+                           evaluation=HeldOut("held", len(self.held), len(self.pool), self.held.digest()), defense=Defenses(),
+                           family=self.family, recipe=asdict(cfg.recipe))
 
     @contextmanager
     def _timed(self, step: str):
@@ -259,11 +274,21 @@ class Run:
         C, H, W = self.test.shape
         return (C + 1, H, W) if self.masked else tuple(self.trigger.pattern.shape)
 
-    def _evaluate(self, model) -> Evaluation:
-        return evaluate(model, self.held, self.trigger, self.cfg.location, self.cfg.seed, self.device)
+    @property
+    def floor(self):
+        "The clean model's residual surface: what every other surface's excess is measured against."
+        return self.record["clean"].surface if "clean" in self.record else None
+
+    @property
+    def repairs(self) -> bool: return self.trigger is not None and self.cfg.removal
+
+    def _evaluate(self, model, surface: bool = True) -> Evaluation:
+        "Accuracy, the trigger's ASR and robust accuracy on the held-out images, and (with `surface`) the model's residual surface towards the target."
+        return evaluate(model, self.held, self.trigger, self.cfg.location, self.cfg.seed, self.device,
+                        self.family if surface else None, self.cfg.target, self.floor)
 
     def clean(self) -> torch.nn.Module:
-        "Train (or reuse) the clean model and record its held-out accuracy (and the trigger's ASR on it)."
+        "Train (or reuse) the clean model and record its held-out accuracy, the trigger's ASR on it, and its surface (the floor)."
         model, self.timing["clean"] = clean_model(self.cfg, self.train, self.out_dir, self.log)
         self.models["clean"] = model
         self.record["clean"] = self._evaluate(model)
@@ -274,7 +299,7 @@ class Run:
         cfg, model = self.cfg, self.models.get("clean") or self.clean()
         if self.trigger is None:
             self.models["attacked"] = model
-            self.record["attack"] = Attack(self.record["clean"].accuracy); self.timing["attack"] = 0.0
+            self.record["attack"] = Attack(self.record["clean"].accuracy, surface=self.record["clean"].surface); self.timing["attack"] = 0.0
             return model
         with self._timed("attack"):
             attacked = copy.deepcopy(model)
@@ -282,7 +307,7 @@ class Run:
             hist = backdoor(attacked, self.train, self.trigger, ratio=cfg.ratio, epochs=cfg.attack_epochs, lr=cfg.attack_lr,
                             schedule=cfg.attack_schedule, batch_size=cfg.attack_batch_size, location=cfg.location, weight_decay=cfg.weight_decay,
                             nesterov=cfg.nesterov, augmentation=cfg.augmentation, device=self.device)
-        self.record["attack"] = Attack(**vars(self._evaluate(attacked)), final_loss=hist[-1]["loss"] if hist else None)
+        self.record["attack"] = Attack(**vars(self._evaluate(attacked, surface=not self.repairs)), final_loss=hist[-1]["loss"] if hist else None)   # `defend` measures its surface
         if cfg.save_models: save_model(attacked, self.path/"backdoored.safetensors", trigger=self.trigger.name, target=cfg.target)
         self.models["attacked"] = attacked
         self.log(f"backdoored: accuracy {self.record['attack'].accuracy:.3f}, ASR {self.record['attack'].asr:.3f}")
@@ -296,11 +321,17 @@ class Run:
                                   detect_steps=cfg.detect_steps,
                                   search_steps=cfg.search_steps, batch=cfg.search_batch, recipe=cfg.recipe, original=self.trigger,
                                   bank=cfg.bank, check_triggers=cfg.check_triggers, check_images=cfg.check_images,
-                                  classes=[cfg.target] if self.trigger and cfg.removal else [], ensemble=cfg.ensemble, seed=cfg.seed, device=self.device)
+                                  classes=[cfg.target] if self.repairs else [], ensemble=cfg.ensemble, choose=cfg.choose, retrain_seeds=cfg.retrain_seeds,
+                                  family=self.family, floor=self.floor, seed=cfg.seed, device=self.device)
         check(report.settings["held"] == self.record["evaluation"].held, "the defense was judged on other held-out images than the run")
         self.report, self.models["repaired"] = report, repaired
         self.record["detection"] = replace(report.detection, target=cfg.target if self.trigger else None)
         self.record["defense"].mesa = report.mesa.get(str(cfg.target), {})
+        self.record["defense"].chosen = report.choice.get(str(cfg.target))
+        if self.repairs:      # the backdoored model's surface, measured by `defend` before the repair: the size of what must be removed, and the valid set
+            attack = self.record["attack"] = replace(self.record["attack"], surface=report.before[str(cfg.target)].surface)
+            self.record["coverage"] = coverage(report.searches[cfg.target], cfg.target, attack.surface, self.family, self.trigger, seed=cfg.seed)
+            if self.record["coverage"]: self.log(f"Lemma 1: {self.record['coverage'].line()}")
         self.timing.update(detection=report.timing["detection"], mesa=report.timing["defense"])
         if cfg.save_models and report.chosen: save_model(repaired, self.path/"repaired.safetensors", chosen=report.chosen)
         self.log(report.summary())
@@ -312,7 +343,8 @@ class Run:
         if self.trigger is None or cfg.baseline_runs == 0 or not cfg.removal: return None
         with self._timed("baseline"):
             rec = baseline_defense(model, self.pool, self.held, cfg.target, self.trigger, runs=cfg.baseline_runs, recipe=cfg.recipe,
-                                   shape=self.trigger_shape, reverse_epochs=cfg.reverse_epochs, area=cfg.mask_area, seed=cfg.seed, device=self.device)
+                                   shape=self.trigger_shape, reverse_epochs=cfg.reverse_epochs, area=cfg.mask_area, seed=cfg.seed, device=self.device,
+                                   family=self.family, floor=self.floor)
         self.record["defense"].baseline = rec
         self.log(f"baseline ({cfg.baseline_runs} runs): ASR mean {rec.asr_mean:.3f} ± {rec.asr_std:.3f}, worst {rec.asr_max:.3f}")
         return rec
@@ -322,7 +354,7 @@ class Run:
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
         if self.trigger is None or not cfg.removal: return None
         with self._timed("ideal"):
-            rec, _ = ideal_defense(model, self.pool, self.held, self.trigger, cfg.recipe, cfg.seed, self.device)
+            rec, _ = ideal_defense(model, self.pool, self.held, self.trigger, cfg.recipe, cfg.seed, self.device, cfg.retrain_seeds, self.family, self.floor)
         self.record["defense"].ideal = rec
         self.log(f"ideal: accuracy {rec.accuracy:.3f}, ASR {rec.asr:.3f}")
         return rec
@@ -340,7 +372,7 @@ class Run:
 # %% ../nbs/11_experiment.ipynb #beda14ea
 @patch
 def figures(self: Run) -> dict:
-    "The run's figures (detection, trigger thumbnails, PCA embedding, search curves), saved as PNG: name -> Figure."
+    "The run's figures (detection, trigger thumbnails, PCA embedding, search curves, residual surfaces), saved as PNG: name -> Figure."
     figs = {}
     if self.report is None: return figs
     d = self.report.detection
@@ -357,6 +389,8 @@ def figures(self: Run) -> dict:
         groups = [f"β={b:g}" for b in res.betas.tolist() for _ in range(samples.shape[1])]
         figs["embedding"] = plot_embedding(embed(flat, "pca"), groups, flat, title=f"sampled triggers, class {self.cfg.target} (TruncatedSVD)")
         figs["curves"] = plot_training_curves(res.history, labels=[f"β={b:g}" for b in res.betas.tolist()])
+    surfaces = {k: v[0] for k, v in RunRecord(**self.record).surfaces().items() if v}
+    if len(surfaces) > 1: figs["surface"] = plot_surface_shift(surfaces, title=f"residual surface towards class {self.cfg.target} ({self.family.kind})")
     save_figures(figs, self.path)
     return figs
 
@@ -365,8 +399,10 @@ def figures(self: Run) -> dict:
 def finish(self: Run) -> RunRecord:
     "Write `metrics.json` (last: its presence marks the run finished) and return the record."
     self.timing["defense"] = sum(self.timing.get(k, 0.0) for k in ("mesa", "baseline", "ideal"))   # all removal work
-    self.timing["total"] = time.perf_counter() - self.t0
     rec = RunRecord(**self.record, timing=self.timing, environment=self.dir.environment, path=str(self.path/"metrics.json"))
+    measured = {id(s): s for v in rec.surfaces().values() for s in v}                               # (the chosen repair is also a candidate)
+    self.timing["surface"] = sum(s.seconds or 0.0 for s in measured.values()) + (self.report.timing.get("choice", 0.0) if self.report else 0.0)
+    self.timing["total"] = time.perf_counter() - self.t0
     rec.write(rec.path)
     return rec
 

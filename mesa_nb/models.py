@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.fx.experimental.optimization
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -22,7 +23,7 @@ from .data import ImageSet, augment, batches, normalize, to_float
 
 # %% auto #0
 __all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'channels_last',
-           'prepare', 'forward', 'fit', 'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights',
+           'prepare', 'forward', 'fit', 'fused', 'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights',
            'load_model']
 
 # %% ../nbs/02_models.ipynb #325552fa
@@ -177,6 +178,16 @@ def fit(model: nn.Module,
     return history
 
 # %% ../nbs/02_models.ipynb #c6a1f0e2
+def fused(model: nn.Module) -> nn.Module:
+    "An eval-mode copy of `model` with each Conv2d → BatchNorm2d pair folded into one convolution; `model` itself when fx cannot trace it. For inference only."
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()): return model
+    try: out = torch.fx.experimental.optimization.fuse(model.eval(), inplace=False)
+    except Exception: return model                         # not traceable (data-dependent control flow, TorchScript, ...): unfused
+    if hasattr(model, "arch"): out.arch = model.arch       # the library's networks keep their channels-last layout (`channels_last`)
+    p = next(model.parameters(), None)
+    return out.to(memory_format=torch.channels_last) if p is not None and channels_last(out, p.device) else out
+
+
 @torch.no_grad()
 def predict(model: nn.Module,
             ds: ImageSet,
@@ -187,12 +198,12 @@ def predict(model: nn.Module,
     device = as_device(device)
     model = prepare(model, device)
     was_training = model.training
-    model.eval()
+    net = fused(model.eval())
     out = []
     for xb, yb in batches(ds, batch_size, shuffle=False, device=device):
         x = to_float(xb)
         if transform is not None: x = transform(x, yb)
-        logits = forward(model, normalize(x, ds.mean, ds.std))
+        logits = forward(net, normalize(x, ds.mean, ds.std))
         check(logits.ndim == 2 and logits.shape[1] == ds.num_classes,
               f"the model returned shape {tuple(logits.shape)}; expected (batch, {ds.num_classes}) logits for {ds.num_classes} classes")
         out.append(logits.argmax(1))

@@ -9,13 +9,14 @@ import os
 from dataclasses import dataclass, field
 
 from .core import JsonRecord, check, read_json, write_json
-from .defense import Baseline, Candidate, Detection, Evaluation, NCDetection
+from .defense import Baseline, Candidate, Coverage, Detection, Evaluation, NCDetection, Repaired, Surface
+from .threat import TriggerFamily
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'RunRecord']
 
 # %% ../nbs/09_record.ipynb #705df702
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -55,15 +56,17 @@ class Defenses(JsonRecord):
     "After-defense results for the true target: MESA's candidates, the single-trigger baseline, the ideal."
     mesa: dict[str, Candidate] = field(default_factory=dict)  # level ("0.5", ...) or "ensemble" -> the repaired model's numbers
     baseline: Baseline | None = None
-    ideal: Evaluation | None = None
+    ideal: Repaired | None = None
+    chosen: str | None = None     # the MESA candidate `defend` returned ("0.9", "ensemble", ...): Step 3 by the residual surface
 
     def methods(self) -> dict[str, list[Evaluation]]:
-        "Every method's evaluations (one per run: the baseline has several), named as tables and figures show them."
+        "Every method's evaluations (one per retraining: the baseline's runs, each repair's seeds), named as tables and figures show them."
         levels = sorted((k for k in self.mesa if k != "ensemble"), key=float)
-        out = {f"MESA β={k}": [self.mesa[k]] for k in levels}
-        if "ensemble" in self.mesa: out["MESA ensemble"] = [self.mesa["ensemble"]]
+        out = {f"MESA β={k}": self.mesa[k].runs for k in levels}
+        if "ensemble" in self.mesa: out["MESA ensemble"] = self.mesa["ensemble"].runs
+        if self.chosen in self.mesa: out["MESA chosen"] = self.mesa[self.chosen].runs
         if self.baseline is not None: out["baseline"] = list(self.baseline.runs)
-        if self.ideal is not None: out["ideal"] = [self.ideal]
+        if self.ideal is not None: out["ideal"] = self.ideal.runs
         return out
 
 # %% ../nbs/09_record.ipynb #cf8ef533
@@ -82,6 +85,9 @@ class RunRecord(JsonRecord):
     detection: Detection
     defense: Defenses = field(default_factory=Defenses)
     neural_cleanse: NCDetection | None = None   # Neural Cleanse's detector, when the run scored it (`neural_cleanse` setting)
+    family: TriggerFamily | None = None         # the triggers every surface was measured on (None: a record of version 1)
+    coverage: Coverage | None = None            # Lemma 1: the backdoored model's valid set and each level's reach of it
+    recipe: dict | None = None                  # the retraining recipe shared by every defense of the run (`defense.Retrain`)
     timing: dict[str, float] = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     path: str | None = field(default=None, repr=False, compare=False, metadata={"json": False})  # where it came from (in a report: its run folder)
@@ -93,6 +99,12 @@ class RunRecord(JsonRecord):
 
     @property
     def target(self) -> int | None: return self.trigger.target if self.trigger else None
+
+    def surfaces(self) -> dict[str, list[Surface]]:
+        "The residual surfaces in the record by model: 'clean', 'backdoored' and every method (those of its retrainings that measured one)."
+        out = {"clean": [self.clean.surface], "backdoored": [self.attack.surface]}
+        out.update({m: [e.surface for e in evals] for m, evals in self.defense.methods().items()})
+        return {k: [s for s in v if s is not None] for k, v in out.items()}
 
     def validate(self, need):
         n = len(self.detection.per_class_asr)

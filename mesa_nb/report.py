@@ -15,11 +15,11 @@ import pandas as pd
 
 from .core import atomic_path, check, check_out_folder, read_json, write_text
 from .record import RunRecord
-from .viz import plot_after_defense, plot_detection_matrix, plot_roc, save_figures
+from .viz import plot_after_defense, plot_detection_matrix, plot_roc, plot_surface, save_figures
 
 # %% auto #0
-__all__ = ['PAPER', 'DETECTORS', 'collect', 'failures', 'run_rows', 'run_table', 'summary_table', 'detection_scores',
-           'detection_summary', 'markdown', 'write_report']
+__all__ = ['PAPER', 'DETECTORS', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'summary_table',
+           'detection_scores', 'detection_summary', 'markdown', 'write_report']
 
 # %% ../nbs/12_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -50,37 +50,72 @@ def failures(root: str | Path) -> list[dict]:
     return out
 
 # %% ../nbs/12_report.ipynb #59f949c1
+def _mean(xs) -> float:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else math.nan
+
+
+def _worst(xs) -> float:
+    xs = [x for x in xs if x is not None]
+    return float(np.max(xs)) if xs else math.nan
+
+
 def _method_values(rec: RunRecord) -> dict:
-    "method -> {'asr', 'accuracy'} of one record's defenses, means over a method's runs (with 'asr_std' and 'asr_max' over several)."
-    out = {}
+    "method -> its numbers in one record, means over the method's retrainings (with the spread and worst run where it has several)."
+    out, floor = {}, rec.clean.asr
     for m, evals in rec.defense.methods().items():
         asr = np.array([math.nan if e.asr is None else e.asr for e in evals])
-        out[m] = dict(asr=float(asr.mean()), accuracy=float(np.mean([e.accuracy for e in evals])))
-        if len(evals) > 1: out[m].update(asr_std=float(asr.std()), asr_max=float(asr.max()))
+        surfs = [e.surface for e in evals if e.surface is not None]
+        v = out[m] = dict(asr=float(asr.mean()), accuracy=float(np.mean([e.accuracy for e in evals])),
+                          robust_accuracy=_mean(e.robust_accuracy for e in evals), asr_excess=float(asr.mean()) - floor if floor is not None else math.nan,
+                          surface_max=_mean(s.max for s in surfs), surface_above_05=_mean(s.above_05 for s in surfs),
+                          surface_above_05_worst=_worst(s.above_05 for s in surfs),
+                          surface_excess_max=_mean(s.excess_max for s in surfs), surface_excess_max_worst=_worst(s.excess_max for s in surfs),
+                          surface_excess_above_01=_mean(s.excess_above_01 for s in surfs))
+        if len(evals) > 1: v.update(asr_std=float(asr.std()), asr_max=float(asr.max()))
     return out
 
 
 def _nan(v) -> float: return math.nan if v is None else v
 
 
+def recipe_label(rec: RunRecord) -> str:
+    "The run's retraining recipe in one short line (runs with different recipes are never pooled in one summary)."
+    if rec.recipe is None: return "not recorded (record version 1)"
+    r = rec.recipe
+    return f"ratio {r.get('ratio')}, {r.get('epochs')} epochs, lr {r.get('lr')} {r.get('schedule', 'constant')}, batch {r.get('batch_size')}"
+
+
 def run_rows(records: list[RunRecord]) -> pd.DataFrame:
-    "One row per run record: setting, attack, detection margin, every method's after-defense ASR and accuracy."
+    "One row per run record: setting, attack, detection margin, the floor, every method's after-defense numbers and surface, Lemma 1's coverage."
     rows = []
     for r in records:
         t, det = r.trigger, r.detection
         asr = np.asarray(det.per_class_asr, dtype=float)
         target = r.target
-        row = dict(run=r.path or "", dataset=r.dataset, model=r.model, seed=r.seed,
+        row = dict(run=r.path or "", dataset=r.dataset, model=r.model, seed=r.seed, version=r.version, recipe=recipe_label(r),
                    trigger=t.name if t else "none", target=target,
-                   clean_accuracy=r.clean.accuracy, attack_accuracy=r.attack.accuracy, attack_asr=_nan(r.attack.asr),
-                   flagged=" ".join(map(str, det.flagged)), detected=(det.flagged == [target]) if t else (det.flagged == []))
+                   clean_accuracy=r.clean.accuracy, clean_asr=_nan(r.clean.asr), attack_accuracy=r.attack.accuracy, attack_asr=_nan(r.attack.asr),
+                   attack_robust_accuracy=_nan(r.attack.robust_accuracy),
+                   clean_surface_max=_nan(r.clean.surface and r.clean.surface.max), clean_surface_above_05=_nan(r.clean.surface and r.clean.surface.above_05),
+                   attack_surface_above_05=_nan(r.attack.surface and r.attack.surface.above_05),
+                   attack_surface_excess_max=_nan(r.attack.surface and r.attack.surface.excess_max),
+                   flagged=" ".join(map(str, det.flagged)), detected=(det.flagged == [target]) if t else (det.flagged == []),
+                   chosen=r.defense.chosen or "")
         if t is not None:
             row.update(detect_target=asr[target], detect_other_max=np.delete(asr, target).max(), margin=asr[target] - np.delete(asr, target).max())
         else: row.update(detect_target=math.nan, detect_other_max=asr.max(), margin=math.nan)
         for m, v in _method_values(r).items():
-            row[f"{m} ASR"], row[f"{m} accuracy"] = v["asr"], v["accuracy"]
-            if m == "baseline": row["baseline ASR std"], row["baseline ASR worst run"] = v.get("asr_std", 0.0), v.get("asr_max", v["asr"])
+            row[f"{m} ASR"], row[f"{m} accuracy"], row[f"{m} ASR excess"], row[f"{m} RA"] = v["asr"], v["accuracy"], v["asr_excess"], v["robust_accuracy"]
+            row[f"{m} ASR std"], row[f"{m} ASR worst run"] = v.get("asr_std", 0.0), v.get("asr_max", v["asr"])
+            for k in ("surface_max", "surface_above_05", "surface_above_05_worst", "surface_excess_max", "surface_excess_max_worst", "surface_excess_above_01"):
+                row[f"{m} {k.replace('_', ' ')}"] = v[k]
+        if r.coverage is not None:
+            c = r.coverage
+            row.update(valid=c.valid, original_valid=c.original_valid, **{f"reach β={k}": c.share(k) for k in c.reached},
+                       **{f"nesting {k}": v for k, v in c.nested.items()})
         row["seconds"] = r.timing.get("total", math.nan)
+        row["surface seconds"] = r.timing.get("surface", math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -91,22 +126,69 @@ PAPER = {"MESA β=0.9": "mean 3.4 %, worst 5.9 %", "MESA β=0.8": "every β: wor
 
 
 def _pct(x) -> str: return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f} %"
+def _pts(x) -> str: return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f}"
 
 
 def run_table(rec: RunRecord) -> str:
-    "A Markdown table of one run: accuracy and ASR before, after each defense, and detection."
+    "A Markdown table of one run: accuracy, the original trigger's ASR (and its excess over the clean model), robust accuracy and the residual surface, before and after each defense; and detection."
     t = rec.trigger
-    rows = ["| | clean accuracy | ASR of the original trigger |", "|---|---|---|",
-            f"| clean model | {_pct(rec.clean.accuracy)} | {_pct(rec.clean.asr)} |",
-            f"| backdoored ({t.name if t else 'none: clean control'}) | {_pct(rec.attack.accuracy)} | {_pct(rec.attack.asr)} |"]
-    for m, v in _method_values(rec).items():
+    def cells(e, v=None) -> str:
+        s = e.surface if e is not None else None
+        if v is None: return (f"{_pct(e.accuracy)} | {_pct(e.asr)} | {_pts(e.asr - rec.clean.asr) if e.asr is not None and rec.clean.asr is not None else '–'} | "
+                              f"{_pct(e.robust_accuracy)} | {'–' if s is None else f'{s.max:.2f}'} | {_pct(s and s.above_05)} | {_pts(s and s.excess_max)}")
         extra = f" (± {_pct(v['asr_std'])}, worst {_pct(v['asr_max'])})" if "asr_max" in v else ""
-        rows.append(f"| after {m} | {_pct(v['accuracy'])} | {_pct(v['asr'])}{extra} |")
+        return (f"{_pct(v['accuracy'])} | {_pct(v['asr'])}{extra} | {_pts(v['asr_excess'])} | {_pct(v['robust_accuracy'])} | "
+                f"{'–' if math.isnan(v['surface_max']) else format(v['surface_max'], '.2f')} | {_pct(v['surface_above_05'])} | {_pts(v['surface_excess_max'])}")
+    rows = ["| | clean accuracy | ASR of the original trigger | over the clean model (points) | robust accuracy | surface: largest ASR | "
+            "share at ASR ≥ 0.5 | largest excess over the clean model (points) |", "|---|---|---|---|---|---|---|---|",
+            f"| clean model | {cells(rec.clean)} |",
+            f"| backdoored ({t.name if t else 'none: clean control'}) | {cells(rec.attack)} |"]
+    for m, v in _method_values(rec).items():
+        rows.append(f"| after {m}{f' ({rec.defense.chosen})' if m == 'MESA chosen' else ''} | {cells(None, v)} |")
     det = rec.detection
     rows.append("\ndetection (mean ASR of generated triggers per class): "
                 + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(det.per_class_asr))
                 + f"; threshold {det.threshold}; flagged {det.flagged or 'nothing'}")
+    if rec.family is not None: rows.append(f"surface: the ASR of {rec.family.size} triggers ({rec.family.kind}: "
+                                           + ", ".join(f"{n} {k}" for k, n in rec.family.groups.items()) + f"), {rec.family.images} held-out images each")
+    if rec.coverage is not None: rows.append(f"Lemma 1: {rec.coverage.line()}")
     return "\n".join(rows)
+
+
+def _summary_lines(df: pd.DataFrame, bd: pd.DataFrame) -> list[str]:
+    "The after-defense lines of the summary: per method the original trigger's ASR (and excess, RA, accuracy), then its residual surface."
+    lines = []
+    methods = [c[:-4] for c in bd.columns if c.endswith(" ASR") and not c.startswith("baseline ASR ")]
+    order = sorted(methods, key=lambda m: (m.startswith("baseline"), m == "ideal", m.startswith("MESA ensemble"), m == "MESA chosen", m))
+    for m in order:
+        asr, acc, several = bd[f"{m} ASR"], bd[f"{m} accuracy"], (bd[f"{m} ASR std"] > 0).any() or m == "baseline"
+        worst = bd[f"{m} ASR worst run"].max()
+        who = bd.trigger[bd[f"{m} ASR worst run"].idxmax()] if asr.notna().any() else "–"
+        what = "mean of per-trigger means" if several else "mean"
+        exc = bd[f"{m} ASR excess"]
+        lines.append(f"| after-defense ASR, {m} | {what} {_pct(asr.mean())} ({_pts(exc.mean())} points over the clean model), worst {_pct(worst)} ({who}); "
+                     f"robust accuracy {_pct(bd[f'{m} RA'].mean())}, accuracy {_pct(acc.mean())} | {PAPER.get(m, '')} |")
+    for m in order:
+        if bd[f"{m} surface max"].isna().all(): continue
+        lines.append(f"| residual surface, {m} | largest excess over the clean model: mean {_pts(bd[f'{m} surface excess max'].mean())}, "
+                     f"worst {_pts(bd[f'{m} surface excess max worst'].max())}; share at ASR ≥ 0.5: mean {_pct(bd[f'{m} surface above 05'].mean())}, "
+                     f"worst {_pct(bd[f'{m} surface above 05 worst'].max())}; members > +10 points: mean {_pct(bd[f'{m} surface excess above 01'].mean())} | – |")
+    return lines
+
+
+def _choice_line(records: list[RunRecord]) -> str | None:
+    "How the surface-chosen repair did on the original trigger: how often it is the best candidate there, and its ASR against the uniform ensemble's."
+    runs = [r for r in records if r.trigger and r.defense.chosen in r.defense.mesa and "ensemble" in r.defense.mesa
+            and all(c.asr is not None for c in r.defense.mesa.values())]
+    if not runs: return None
+    best = sum(min(r.defense.mesa, key=lambda k: r.defense.mesa[k].asr) == r.defense.chosen
+               or r.defense.mesa[r.defense.chosen].asr == min(c.asr for c in r.defense.mesa.values()) for r in runs)
+    mean = lambda key: np.mean([np.mean([e.asr for e in r.defense.mesa[key(r)].runs]) for r in runs])
+    worst = lambda key: max(max(e.asr for e in r.defense.mesa[key(r)].runs) for r in runs)
+    picks = pd.Series([r.defense.chosen for r in runs]).value_counts()
+    return (f"| Step 3 by the surface on the search images | chose {', '.join(f'{k} ×{v}' for k, v in picks.items())}; the best candidate on the original trigger "
+            f"in {best}/{len(runs)} runs; its ASR mean {_pct(mean(lambda r: r.defense.chosen))}, worst run {_pct(worst(lambda r: r.defense.chosen))} against the "
+            f"uniform ensemble's {_pct(mean(lambda r: 'ensemble'))}, {_pct(worst(lambda r: 'ensemble'))} | best β when evaluation is possible, else uniform |")
 
 
 def summary_table(records: list[RunRecord]) -> str:
@@ -115,22 +197,37 @@ def summary_table(records: list[RunRecord]) -> str:
     groups = sorted({(r.dataset, r.model) for r in records})
     if len(groups) > 1:                                        # never pool digits with CIFAR-10, or one model with another
         return "\n\n".join(f"### {d} / {m}\n\n" + summary_table([r for r in records if (r.dataset, r.model) == (d, m)]) for d, m in groups)
+    recipes = sorted({recipe_label(r) for r in records if r.trigger}, key=str)
+    if len(recipes) > 1:                                       # nor runs retrained with different recipes: each under its own
+        ctrl = [r for r in records if not r.trigger]
+        return (f"These runs were retrained with {len(recipes)} different recipes; each is summarized apart (the clean controls with each).\n\n"
+                + "\n\n".join(f"#### recipe: {k}\n\n" + summary_table([r for r in records if r.trigger and recipe_label(r) == k] + ctrl) for k in recipes))
     df = run_rows(records)
     bd, ctrl = df[df.trigger != "none"], df[df.trigger == "none"]
+    old = int((df.version < 2).sum())
     lines = [f"{len(bd)} backdoored run(s) and {len(ctrl)} clean control(s); "
-             + ", ".join(sorted({f'{d}/{m}' for d, m in zip(df.dataset, df.model)})),
-             "", "| quantity | this report | paper (CIFAR-10, ResNet-18) |", "|---|---|---|"]
+             + ", ".join(sorted({f'{d}/{m}' for d, m in zip(df.dataset, df.model)})) + (f"; retraining recipe: {recipes[0]}" if recipes else "")]
+    if old: lines.append(f"\n{old} of them are records of version 1, read as such: they hold no robust accuracy, residual surface or coverage "
+                         "(those cells are empty); rerun them (delete their folders) to measure them.")
+    lines += ["", "| quantity | this report | paper (CIFAR-10, ResNet-18) |", "|---|---|---|"]
     if len(bd):
         lines += [f"| clean model accuracy | {_pct(bd.clean_accuracy.mean())} | {PAPER['clean']} |",
-                  f"| ASR before defense | {_pct(bd.attack_asr.min())}–{_pct(bd.attack_asr.max())}, mean {_pct(bd.attack_asr.mean())} | {PAPER['attack']} |",
-                  f"| backdoored accuracy | {_pct(bd.attack_accuracy.mean())} | no loss |"]
-        methods = [c[:-4] for c in bd.columns if c.endswith(" ASR") and not c.startswith("baseline ASR ")]
-        for m in sorted(methods, key=lambda m: (m.startswith("baseline"), m == "ideal", m == "MESA ensemble", m)):
-            asr, acc = bd[f"{m} ASR"], bd[f"{m} accuracy"]
-            worst = bd["baseline ASR worst run"].max() if m == "baseline" else asr.max()
-            who = bd.trigger[(bd["baseline ASR worst run"] if m == "baseline" else asr).idxmax()] if asr.notna().any() else "–"
-            what = "mean of per-trigger means" if m == "baseline" else "mean"
-            lines.append(f"| after-defense ASR, {m} | {what} {_pct(asr.mean())}, worst {_pct(worst)} ({who}), accuracy {_pct(acc.mean())} | {PAPER.get(m, '')} |")
+                  f"| the clean model on the original triggers (the floor) | ASR mean {_pct(bd.clean_asr.mean())}, highest {_pct(bd.clean_asr.max())}; "
+                  f"its surface: largest ASR mean {bd.clean_surface_max.mean():.2f}, share at ASR ≥ 0.5 mean {_pct(bd.clean_surface_above_05.mean())} | – |",
+                  f"| ASR before defense | {_pct(bd.attack_asr.min())}–{_pct(bd.attack_asr.max())}, mean {_pct(bd.attack_asr.mean())}; "
+                  f"robust accuracy {_pct(bd.attack_robust_accuracy.mean())} | {PAPER['attack']} |",
+                  f"| backdoored accuracy | {_pct(bd.attack_accuracy.mean())} | no loss |",
+                  f"| backdoored surface (what must be removed) | share at ASR ≥ 0.5 mean {_pct(bd.attack_surface_above_05.mean())}, lowest "
+                  f"{_pct(bd.attack_surface_above_05.min())}; largest excess over the clean model mean {_pts(bd.attack_surface_excess_max.mean())} | – |"]
+        lines += _summary_lines(df, bd)
+        if (line := _choice_line([r for r in records if r.trigger])) is not None: lines.append(line)
+        if "valid" in bd and bd.valid.notna().any():
+            reach = [c for c in bd.columns if c.startswith("reach β=")]
+            nest = [c for c in bd.columns if c.startswith("nesting ")]
+            lines.append(f"| Lemma 1: the valid set (black-and-white patterns at ASR ≥ 0.5) and each level's reach | valid mean {bd.valid.mean():.0f} "
+                         f"of {2 ** 9 if bd.valid.max() <= 512 else '?'}; reached by " + ", ".join(f"{c[6:]} {_pct(bd[c].mean())} (lowest {_pct(bd[c].min())})" for c in reach)
+                         + ("; nesting " + ", ".join(f"{c[8:]} {_pct(bd[c].mean())}" for c in nest) if nest else "")
+                         + f"; the original valid in {int(bd.original_valid.fillna(False).sum())}/{int(bd.valid.notna().sum())} | levels nested (Fig. 3b) |")
         lines.append(f"| detection | target ≥ {_pct(bd.detect_target.min())}, others ≤ {_pct(bd.detect_other_max.max())}; "
                      f"{int(bd.detected.sum())}/{len(bd)} flagged exactly the target | {PAPER['detection']} |")
     if len(ctrl):
@@ -140,7 +237,7 @@ def summary_table(records: list[RunRecord]) -> str:
             lines.append(f"| detection over models, {r.detector} | AUROC {r.auroc:.3f}, FPR at 95 % TPR {_pct(r.fpr_at_95_tpr)}, "
                          f"top class = target on {_pct(r.target_accuracy)}; score ≥ {r.score_at_5_fpr:.3g} keeps FPR ≤ 5 % "
                          f"(TPR {_pct(r.tpr_at_5_fpr)}) | – |")
-    lines.append(f"| time per run | mean {df.seconds.mean():.0f} s, total {df.seconds.sum():.0f} s | |")
+    lines.append(f"| time per run | mean {df.seconds.mean():.0f} s (of which the surfaces {df['surface seconds'].mean():.0f} s), total {df.seconds.sum():.0f} s | |")
     return "\n".join(lines)
 
 # %% ../nbs/12_report.ipynb #ab1a01b5
@@ -194,21 +291,28 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict:
     check(len(records) > 0, f"no finished runs (metrics.json) under {root}" + (f"; {len(fails)} failed: " + "; ".join(f"{f['run']}: {f.get('error', '?')}" for f in fails[:3])
                             + ("; ..." if len(fails) > 3 else "") if fails else ": run `mesa-nb batch` or `mesa-nb run` into it first"))
     out = check_out_folder(out or root)
-    for n in ("report.csv", "report.md", "after_defense.png", "detection_matrix.png", "roc.png"):
+    for n in ("report.csv", "report.md", "after_defense.png", "surface.png", "detection_matrix.png", "roc.png"):
         check(not (out/n).is_dir(), f"{out/n} is a folder: move it away, the report writes a file of that name")
     out.mkdir(parents=True, exist_ok=True)
     df, paths = run_rows(records), {}
     with atomic_path(out/"report.csv") as tmp: df.to_csv(tmp, index=False, float_format="%.4f")
     paths["csv"] = out/"report.csv"
     md = ["# Report", "", summary_table(records), "", "## Runs", "",
-          markdown(df[["trigger", "seed", "attack_asr", "margin"] + [c for c in df.columns if c.endswith(" ASR")]])]
+          markdown(df[["trigger", "seed", "clean_asr", "attack_asr", "margin", "chosen"] + [c for c in df.columns if c.endswith(" ASR")]])]
+    surf = [c for c in df.columns if c.endswith(" surface excess max")]
+    if df[surf].notna().any().any():
+        md += ["", "## Residual surface per run", "", "The largest excess ASR over the clean model of any member of the trigger family, per model "
+               "(a method with several retrainings: the mean over them); `attack_surface_above_05`: the backdoored model's share at ASR ≥ 0.5.", "",
+               markdown(df[["trigger", "seed", "attack_surface_above_05", "attack_surface_excess_max"] + surf
+                           + [c for c in df.columns if c.startswith("reach β=") or c.startswith("nesting ")]])]
     scores = detection_scores(records)
     over_models = scores.backdoored.any() and (~scores.backdoored).any()
     if over_models: md += ["", "## Detection over the models", "", markdown(detection_summary(scores)), "", markdown(scores.drop(columns="run"))]
     if fails: md += ["", "## Failed runs", ""] + [f"- `{f['run']}`: {f.get('error', '?')}" for f in fails]
     paths["md"] = write_text(out/"report.md", "\n".join(md) + "\n")
     bd = [r for r in records if r.trigger and r.defense.methods()]
-    figs = {"after_defense": plot_after_defense(bd) if bd else None, "detection_matrix": plot_detection_matrix(records),
+    figs = {"after_defense": plot_after_defense(bd) if bd else None,
+            "surface": plot_surface(bd) if any(r.surfaces().get("backdoored") for r in bd) else None, "detection_matrix": plot_detection_matrix(records),
             "roc": plot_roc(scores, {n: s for n, (s, _) in DETECTORS.items()}) if over_models else None}
     paths.update(save_figures(figs, out))
     for fig in figs.values():

@@ -5,19 +5,20 @@
 # %% ../nbs/03_threat.ipynb #702b7309
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-from .core import MesaError, as_device, check, generator
+from .core import JsonRecord, MesaError, as_device, check, generator
 from .data import ImageSet
 from .models import fit, predict
 
 # %% auto #0
-__all__ = ['CANONICAL_IDS', 'TRIGGER_FORMS', 'LOCATIONS', 'Trigger', 'pattern_bits', 'pattern_number', 'orbit',
-           'canonical_trigger', 'color_trigger', 'bw_trigger', 'blend_trigger', 'parse_trigger', 'trigger_spec',
-           'trigger_locations', 'stamp', 'stamp_some', 'poison', 'Poison', 'attack_success_rate', 'backdoor']
+__all__ = ['CANONICAL_IDS', 'TRIGGER_FORMS', 'FAMILY_SEED', 'FAMILIES', 'LOCATIONS', 'Trigger', 'pattern_bits', 'pattern_number',
+           'orbit', 'canonical_trigger', 'color_trigger', 'bw_trigger', 'blend_trigger', 'parse_trigger',
+           'trigger_spec', 'TriggerFamily', 'trigger_family', 'family_size', 'trigger_locations', 'stamp', 'stamp_some',
+           'poison', 'Poison', 'trigger_outcomes', 'attack_success_rate', 'backdoor']
 
 # %% ../nbs/03_threat.ipynb #fe1a81ce
 @dataclass
@@ -184,6 +185,85 @@ def trigger_spec(spec: str | int | None) -> str:
     t = parse_trigger(spec, 0, 10)
     return "none" if t is None else (str(t.id) if t.kind == "canonical" else t.name)
 
+# %% ../nbs/03_threat.ipynb #4e42a9e2
+FAMILY_SEED = 0     # every surface is measured on the family drawn from this seed
+
+
+@dataclass
+class TriggerFamily(JsonRecord):
+    "A fixed, seeded family of triggers in groups of one shape each, and how each member's ASR is measured (the run record's `family`)."
+    kind: str                       # "known size HxW" or "size unknown"
+    seed: int                       # the family's patterns (and the stamped images) are functions of it
+    images: int                     # stamped held-out images per pattern
+    groups: dict[str, int]          # group name -> members, in order (the surface lists their ASRs in this order)
+    patterns: dict = field(default_factory=dict, repr=False, compare=False, metadata={"json": False})  # group -> (n, C[+1], h, w) tensor in [0, 1]
+
+    @property
+    def size(self) -> int: return sum(self.groups.values())
+
+    def slices(self) -> dict[str, slice]:
+        "Where each group's members sit in a surface's list."
+        out, i = {}, 0
+        for k, n in self.groups.items(): out[k], i = slice(i, i + n), i + n
+        return out
+
+
+def _bits(numbers: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    "Black/white h×w patterns (n, h, w) of the given numbers (row-major, top-left most significant, as `pattern_bits`)."
+    return ((numbers[:, None] >> torch.arange(h * w - 1, -1, -1)) & 1).float().view(-1, h, w)
+
+
+def trigger_family(image_shape: tuple[int, int, int],          # (C, H, W) of the images
+                   trigger_size: tuple[int, int] | int | None,  # the size the defender was told; None: unknown (squares and blends)
+                   n: int = 512,                                # members per group with a known size (black-and-white, colour)
+                   per_group: int = 64,                         # size unknown: members per (kind, side) and per blend ratio
+                   images: int = 32,                            # stamped images per member when its ASR is measured
+                   seed: int = FAMILY_SEED) -> TriggerFamily:
+    "The fixed, seeded family of triggers a model's residual backdoor surface is measured on."
+    C, H, W = image_shape
+    check(n >= 1 and per_group >= 1 and images >= 1, f"a family needs n, per_group and images >= 1; got {n}, {per_group}, {images}")
+    g = torch.Generator().manual_seed(int(seed))
+    pats = {}
+    if trigger_size is not None:
+        h, w = (trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)
+        check(1 <= h <= H and 1 <= w <= W, f"a family of {h}x{w} triggers does not fit the {H}x{W} images: use a size from 1x1 to {H}x{W}")
+        numbers = torch.arange(2 ** (h * w)) if h * w <= 9 and 2 ** (h * w) <= n else None
+        bw = _bits(numbers, h, w) if numbers is not None else torch.randint(0, 2, (n, h, w), generator=g).float()
+        pats["black-and-white"] = bw[:, None].expand(-1, C, -1, -1).contiguous()
+        pats["colour"] = torch.rand(n, C, h, w, generator=g)
+        kind = f"known size {h}x{w}"
+    else:
+        top = max(2, min(H, W) // 4)
+        for s in range(2, top + 1):
+            pats[f"black-and-white {s}x{s}"] = torch.randint(0, 2, (per_group, 1, s, s), generator=g).float().expand(-1, C, -1, -1).contiguous()
+            pats[f"colour {s}x{s}"] = torch.rand(per_group, C, s, s, generator=g)
+        for lam in (0.1, 0.2):
+            pats[f"blend {lam:g}"] = torch.cat([torch.rand(per_group, C, H, W, generator=g), torch.full((per_group, 1, H, W), lam)], 1)
+        kind = "size unknown"
+    return TriggerFamily(kind, int(seed), int(images), {k: len(v) for k, v in pats.items()}, pats)
+
+# %% ../nbs/03_threat.ipynb #1c9cf3c8
+FAMILIES = "auto, unknown or a size HxW (e.g. 3x3)"
+
+
+def family_size(spec: str,                                   # "auto", "unknown" or "HxW"
+                image_shape: tuple[int, int, int],            # (C, H, W) of the images
+                told: tuple[int, int] | int | None = 3,       # what the defender was told of the trigger's size (None: unknown), for "auto"
+                ) -> tuple[int, int] | None:
+    "The trigger size a family setting names (None: size unknown), checked against the images."
+    s = str(spec).strip().lower()
+    if s == "auto": size = told
+    elif s == "unknown": size = None
+    else:
+        try: size = tuple(int(v) for v in s.split("x"))
+        except ValueError: size = ()
+        check(len(size) == 2, f"unknown trigger family {spec!r}: use {FAMILIES}")
+    if isinstance(size, int): size = (size, size)
+    _, H, W = image_shape
+    check(size is None or (1 <= size[0] <= H and 1 <= size[1] <= W),
+          f"a family of {size[0]}x{size[1]} triggers does not fit the {H}x{W} images: use a size from 1x1 to {H}x{W}" if size else "")
+    return size
+
 # %% ../nbs/03_threat.ipynb #7103d2eb
 LOCATIONS = ("random", "batch", "corner")
 
@@ -276,18 +356,26 @@ def _check_target(trigger: Trigger, ds: ImageSet):
           f"trigger of size {trigger.size[0]}x{trigger.size[1]} is larger than the {ds.shape[1]}x{ds.shape[2]} images")
 
 
-def attack_success_rate(model: nn.Module, ds: ImageSet, trigger: Trigger,
-                        location: str | tuple[int, int] = "random",
-                        seed: int = 0,           # seeds the stamping locations
-                        batch_size: int = 1024, device=None) -> float:
-    "Fraction of non-target images of `ds` that `model` assigns to the target once stamped."
+def trigger_outcomes(model: nn.Module, ds: ImageSet, trigger: Trigger,
+                     location: str | tuple[int, int] = "random",
+                     seed: int = 0,           # seeds the stamping locations
+                     batch_size: int = 1024, device=None) -> tuple[float, float]:
+    "One pass over the stamped non-target images of `ds`: (ASR, the share sent to the target; robust accuracy, the share still given their true class)."
     _check_target(trigger, ds)
     device = as_device(device)
     others = ds.subset(ds.labels != trigger.target)
     check(len(others) > 0, f"{ds.name or 'the data'} has no images outside the target class {trigger.target}")
     g = generator(seed, device)
     pred = predict(model, others, lambda x, y: stamp(x, trigger.patch, location, g), batch_size, device)
-    return (pred == trigger.target).float().mean().item()
+    return (pred == trigger.target).float().mean().item(), (pred == others.labels.to(pred.device)).float().mean().item()
+
+
+def attack_success_rate(model: nn.Module, ds: ImageSet, trigger: Trigger,
+                        location: str | tuple[int, int] = "random",
+                        seed: int = 0,           # seeds the stamping locations
+                        batch_size: int = 1024, device=None) -> float:
+    "Fraction of non-target images of `ds` that `model` assigns to the target once stamped."
+    return trigger_outcomes(model, ds, trigger, location, seed, batch_size, device)[0]
 
 
 def backdoor(model: nn.Module,        # a trained clean model; fine-tuned in place

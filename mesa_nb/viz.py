@@ -21,7 +21,8 @@ from .record import RunRecord
 
 # %% auto #0
 __all__ = ['plot_trigger_grid', 'embed', 'plot_embedding', 'as_records', 'after_defense_frame', 'plot_after_defense',
-           'plot_detection', 'plot_roc', 'plot_detection_matrix', 'plot_training_curves', 'save_figures']
+           'surface_frame', 'plot_surface', 'plot_detection', 'plot_roc', 'plot_detection_matrix',
+           'plot_training_curves', 'plot_surface_shift', 'save_figures']
 
 # %% ../nbs/10_viz.ipynb #8ebf4127
 def _hwc(p) -> np.ndarray:
@@ -109,20 +110,59 @@ def after_defense_frame(records: Sequence[RunRecord | Mapping],  # run records o
     return pd.DataFrame(rows, columns=["trigger", "method", "run", "asr"])
 
 
+def _order(df: pd.DataFrame) -> list[str]:
+    "Triggers sorted by the baseline's mean after-defense ASR (Fig. 4's order)."
+    base = df[df.method == "baseline"].groupby("trigger").asr.mean()
+    return sorted(df.trigger.unique(), key=lambda t: (base.get(t, 0.0), t))
+
+
+def _strips(df: pd.DataFrame, y: str, order: list[str], ax, methods: list[str] | None = None):
+    "One strip per trigger and method, every run a point; the baseline first, then as `Defenses.methods` lists them."
+    methods = methods or sorted(df.method.unique(), key=lambda m: m != "baseline")
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    sns.stripplot(df, x="trigger", y=y, hue="method", order=order, hue_order=methods, palette=palette,
+                  dodge=True, jitter=False, size=4, alpha=0.85, ax=ax)
+    ax.tick_params(axis="x", rotation=90, labelsize=7)
+
+
 def plot_after_defense(records: Sequence[RunRecord | Mapping],  # run records of backdoored runs
                        ) -> Figure:
     "Fig. 4: after-defense ASR per trigger, sorted by the baseline's mean; every baseline run, MESA per β and ensemble, ideal."
     df = after_defense_frame(records)
-    base = df[df.method == "baseline"].groupby("trigger").asr.mean()
-    order = sorted(df.trigger.unique(), key=lambda t: (base.get(t, 0.0), t))
-    methods = sorted(df.method.unique(), key=lambda m: m != "baseline")     # the baseline first, then as `Defenses.methods` lists them
-    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    order = _order(df)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(order) + 2), 3.6))
-    sns.stripplot(df, x="trigger", y="asr", hue="method", order=order, hue_order=methods, palette=palette,
-                  dodge=True, jitter=False, size=4, alpha=0.85, ax=ax)
-    ax.tick_params(axis="x", rotation=90, labelsize=7)
+    _strips(df, "asr", order, ax)
     ax.set_xlabel("trigger (sorted by the baseline's mean)"); ax.set_ylabel("ASR after defense"); ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, ncol=3, title=None); fig.tight_layout()
+    return fig
+
+# %% ../nbs/10_viz.ipynb #5339444e
+def surface_frame(records: Sequence[RunRecord | Mapping],  # run records of backdoored runs
+                  ) -> pd.DataFrame:
+    "The residual surfaces in long form: one row per (trigger, model, run): the backdoored model and every defense's retrainings that measured one."
+    rows = []
+    for r in as_records(records):
+        check(r.trigger is not None, f"{r.label} is a clean control: the surface figure shows backdoored runs only")
+        rows += [dict(trigger=r.label, method=m, run=i, max=s.max, mean=s.mean, above_05=s.above_05, excess_max=s.excess_max,
+                      excess_above_01=s.excess_above_01)
+                 for m, surfs in r.surfaces().items() if m != "clean" for i, s in enumerate(surfs)]
+    return pd.DataFrame(rows, columns=["trigger", "method", "run", "max", "mean", "above_05", "excess_max", "excess_above_01"])
+
+
+def plot_surface(records: Sequence[RunRecord | Mapping],  # run records of backdoored runs with surfaces (record version 2)
+                 ) -> Figure:
+    "Beside Fig. 4: per trigger (Fig. 4's order), the largest excess ASR over the clean model of any family member, and the share still at ASR ≥ 0.5."
+    recs = as_records(records)
+    df = surface_frame(recs)
+    check(len(df) > 0, "these run records hold no residual surface (records of version 1): rerun them to measure it")
+    order = [t for t in _order(after_defense_frame(recs)) if t in set(df.trigger)] or sorted(df.trigger.unique())
+    methods = ["backdoored"] + sorted((m for m in df.method.unique() if m != "backdoored"), key=lambda m: m != "baseline")
+    fig, axs = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(order) + 2), 6), sharex=True)
+    _strips(df, "excess_max", order, axs[0], methods); _strips(df, "above_05", order, axs[1], methods)
+    axs[0].set_ylabel("largest excess ASR\nover the clean model"); axs[0].set_ylim(-0.05, 1.02)
+    axs[0].axhline(0.1, ls="--", lw=0.8, color="k")
+    axs[1].set_ylabel("share of the family\nat ASR ≥ 0.5"); axs[1].set_ylim(-0.02, 1.02); axs[1].set_xlabel("trigger (Fig. 4's order)")
+    axs[0].legend(fontsize=7, ncol=4, title=None); axs[1].get_legend().remove(); fig.tight_layout()
     return fig
 
 # %% ../nbs/10_viz.ipynb #d13563a7
@@ -190,6 +230,21 @@ def plot_training_curves(history: Mapping[str, torch.Tensor],  # 'step' (L,) and
         ax.set_title({"hinge": "hinge", "entropy": "entropy term", "alpha": "α", "f_mean": "mean F"}.get(t, t), fontsize=9); ax.set_xlabel("step")
     if labels is not None: axs[0, -1].legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+# %% ../nbs/10_viz.ipynb #c7e54c37
+def plot_surface_shift(surfaces: Mapping[str, "Surface"],   # label -> a residual surface (`defense.Surface`), e.g. "before", "β=0.9", "clean model"
+                       title: str = "") -> Figure:
+    "The share of the trigger family at or above each ASR, one curve per model: the residual surface before and after repair."
+    check(len(surfaces) > 0, "no surfaces to plot")
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    grid = np.linspace(0, 1, 101)
+    for (name, s), c in zip(surfaces.items(), sns.color_palette("colorblind", len(surfaces))):
+        a = np.asarray(s.asr, dtype=float)
+        ax.plot(grid, [(a >= g).mean() for g in grid], label=name, color=c, lw=1.5)
+    ax.axvline(0.5, ls="--", lw=0.8, color="k")
+    ax.set_xlabel("ASR of a family member"); ax.set_ylabel("share of the family\nat or above it"); ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=9); ax.legend(fontsize=7); fig.tight_layout()
     return fig
 
 # %% ../nbs/10_viz.ipynb #fdc37c39

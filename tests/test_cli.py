@@ -208,7 +208,10 @@ def test_defend_a_users_model(tmp_path):
                 "--betas", "0.5", "0.9", "--ensemble", "entropy", "--device", "cpu", "--out", tmp_path/"out", env=env)
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
-    assert rep["detection"]["flagged"] == [0] and rep["chosen"] == "ensemble of class 0"
+    assert rep["detection"]["flagged"] == [0] and rep["choice"]["0"] in rep["mesa"]["0"] and "lowest residual surface" in rep["chosen"]
+    before, after = rep["before"]["0"]["surface"], rep["mesa"]["0"][rep["choice"]["0"]]["surface"]   # the evidence without the original trigger
+    assert len(before["asr"]) == 1024 and before["above_05"] > 0.3 and after["above_05"] < before["above_05"] / 4
+    assert "class 0 before repair" in r.stdout and (tmp_path/"out"/"surface-class0.png").is_file()
     assert rep["settings"]["ensemble"] == "entropy" and sorted(rep["mesa"]["0"]) == ["0.5", "0.9", "ensemble"]
     from mesa_nb.defense import DefenseReport
     back = DefenseReport.from_json(rep, "report.json")                  # the file reads back as the typed report, checked
@@ -217,12 +220,13 @@ def test_defend_a_users_model(tmp_path):
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
     again = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                     "--mean", *test.mean, "--std", *test.std, "--detect-steps", "20", "--search-steps", "10", "--batch", "32", "--classes", "3",
-                    "--betas", "0.5", "--retrain-epochs", "1", "--trigger-size", "unknown", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now, masks
+                    "--betas", "0.5", "--retrain-epochs", "1", "--trigger-size", "unknown", "--choose", "ensemble", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now, masks
     assert again.returncode == 0, again.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["chosen"] == "ensemble of class 3" and rep["settings"]["trigger_shape"] == [4, 16, 16]   # pattern and opacity over the image
+    assert rep["family"]["kind"] == "size unknown" and "blend 0.1" in rep["family"]["groups"]             # squares of every side and blends
     assert len(rep["detection"]["per_class_area"]) == 10 and "their mean opacity" in again.stdout
-    assert sorted(p.name for p in (tmp_path/"out").iterdir()) == ["detection.png", "repaired.safetensors", "report.json", "triggers-class3.png"]
+    assert sorted(p.name for p in (tmp_path/"out").iterdir()) == ["detection.png", "repaired.safetensors", "report.json", "surface-class3.png", "triggers-class3.png"]
     bad = run_cli("defend", "--model", "suspect_net:nothing", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                   "--out", tmp_path/"never", env=env)
     assert bad.returncode == 2 and "cannot import 'suspect_net:nothing'" in bad.stderr
@@ -233,6 +237,9 @@ def test_defend_a_users_model(tmp_path):
     bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                   "--classes", "12", "--out", tmp_path/"never", env=env)
     assert bad.returncode == 2 and "classes to repair [12] must lie in [0, 10)" in bad.stderr
+    bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
+                  "--choose", "0.7", "--out", tmp_path/"never", env=env)
+    assert bad.returncode == 2 and "unknown choice '0.7'" in bad.stderr
     bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                   "--ensemble", "schedule", "--betas", "0.5", "0.9", "--out", tmp_path/"never", env=env)
     assert bad.returncode == 2 and "schedule weighs betas [0.5, 0.8, 0.9]; got betas [0.5, 0.9]" in bad.stderr
@@ -300,6 +307,12 @@ def test_batch_on_a_dask_local_cluster(tmp_path):
     ("run", ["--retrain-lr", "inf"], "setting retrain_lr (--retrain-lr) must be a learning rate > 0"),
     ("run", ["--label-smoothing", "1"], "setting label_smoothing (--label-smoothing) must be a number in [0, 1)"),
     ("run", ["--weight-decay", "-0.1"], "setting weight_decay (--weight-decay) must be a number >= 0"),
+    ("run", ["--choose", "0.7"], "setting choose (--choose) must be one of ('surface', 'ensemble') or a level of betas; got '0.7'"),
+    ("run", ["--retrain-seeds", "0"], "setting retrain_seeds (--retrain-seeds) must be an integer >= 1"),
+    ("run", ["--surface-images", "0"], "setting surface_images (--surface-images) must be an integer >= 1"),
+    ("run", ["--retrain-schedule", "bogus"], "unknown retrain_schedule 'bogus'"),
+    ("run", ["--surface-family", "squares"], "setting surface_family (--surface-family): unknown trigger family 'squares'"),
+    ("run", ["--surface-family", "20x20"], "a family of 20x20 triggers does not fit the 16x16 images"),
 ])
 def test_every_setting_is_checked_before_any_work(tmp_path, capsys, cmd, args, message):
     from mesa_nb.cli import main
