@@ -65,6 +65,7 @@ docs-check: $(VENV)/.docs
 bench: $(VENV)/.run
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_search.py
+	$(BIN)/python scripts/bench_surface.py
 
 export: $(VENV)/.test
 	$(BIN)/nbdev_export

@@ -618,7 +618,7 @@ def coverage(res: SearchResult, target: int, backdoored: Surface, family: Trigge
     "The valid set of `backdoored`'s surface and each level's reach of it (None when the family does not hold every black-and-white pattern of the size)."
     bw = family.slices().get("black-and-white")
     h, w = res.trigger_shape[1:]
-    if bw is None or res.trigger_shape[0] != family.patterns["black-and-white"].shape[1] or bw.stop - bw.start != 2 ** (h * w): return None
+    if bw is None or tuple(family.patterns["black-and-white"].shape[1:]) != tuple(res.trigger_shape) or bw.stop - bw.start != 2 ** (h * w): return None
     valid = {i for i, a in enumerate(backdoored.asr[bw]) if a >= 0.5}
     weights = 2 ** torch.arange(h * w - 1, -1, -1)
     x = res.sample(samples, seed)                                              # (K, n, C, h, w)

@@ -19,7 +19,7 @@ from .viz import plot_after_defense, plot_detection_matrix, plot_roc, plot_surfa
 
 # %% auto #0
 __all__ = ['PAPER', 'DETECTORS', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'summary_table',
-           'detection_scores', 'detection_summary', 'markdown', 'write_report']
+           'detection_scores', 'detection_summary', 'per_trigger', 'markdown', 'write_report']
 
 # %% ../nbs/12_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -166,7 +166,8 @@ def _summary_lines(df: pd.DataFrame, bd: pd.DataFrame) -> list[str]:
         who = bd.trigger[bd[f"{m} ASR worst run"].idxmax()] if asr.notna().any() else "–"
         what = "mean of per-trigger means" if several else "mean"
         exc = bd[f"{m} ASR excess"]
-        lines.append(f"| after-defense ASR, {m} | {what} {_pct(asr.mean())} ({_pts(exc.mean())} points over the clean model), worst {_pct(worst)} ({who}); "
+        over = f" ({_pts(exc.mean())} points over the clean model)" if exc.notna().any() else ""
+        lines.append(f"| after-defense ASR, {m} | {what} {_pct(asr.mean())}{over}, worst {_pct(worst)} ({who}); "
                      f"robust accuracy {_pct(bd[f'{m} RA'].mean())}, accuracy {_pct(acc.mean())} | {PAPER.get(m, '')} |")
     for m in order:
         if bd[f"{m} surface max"].isna().all(): continue
@@ -278,6 +279,31 @@ def detection_summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/12_report.ipynb #67aebac6
+def per_trigger(records: list[RunRecord],
+                what: str = "trigger",   # "trigger": the original trigger's ASR, RA and accuracy; "surface": the residual surface
+                ) -> str:
+    "A Markdown table, one row per backdoored run and one column per method (the clean and backdoored models first)."
+    check(what in ("trigger", "surface"), f"what must be 'trigger' or 'surface'; got {what!r}")
+    rows, cols = [], None
+    for r in (r for r in records if r.trigger):
+        vals = _method_values(r)
+        if what == "trigger":
+            cell = lambda v: (f"{_pct(v['asr'])}" + (f" (≤ {_pct(v['asr_max'])})" if "asr_max" in v else "") + f" · {_pct(v['robust_accuracy'])} · {_pct(v['accuracy'])}")
+            first = [_pct(r.clean.asr), f"{_pct(r.attack.asr)} · {_pct(r.attack.robust_accuracy)} · {_pct(r.attack.accuracy)}"]
+        else:
+            cell = lambda v: (f"{_pts(v['surface_excess_max'])}" + (f" (≤ {_pts(v['surface_excess_max_worst'])})" if "asr_max" in v else "")
+                              + f" · {_pct(v['surface_above_05'])}")
+            s = r.attack.surface
+            first = ["–" if r.clean.surface is None else f"{r.clean.surface.max:.2f} · {_pct(r.clean.surface.above_05)}",
+                     "–" if s is None else f"{_pts(s.excess_max)} · {_pct(s.above_05)}"]
+        cols = cols or list(vals)
+        rows.append(f"| {r.label} | " + " | ".join(first + [cell(vals[m]) if m in vals else "–" for m in cols]) + " |")
+    check(rows, "no backdoored runs to tabulate")
+    head = (["clean model: ASR", "backdoored: ASR · RA · accuracy"] if what == "trigger" else
+            ["clean model: largest ASR · share ≥ 0.5", "backdoored: largest excess · share ≥ 0.5"])
+    return "\n".join(["| trigger | " + " | ".join(head + cols) + " |", "|---" * (len(head) + len(cols) + 1) + "|"] + rows)
+
+# %% ../nbs/12_report.ipynb #ba230557
 def markdown(df: pd.DataFrame, digits: int = 3) -> str:
     "A DataFrame as a Markdown table, numbers rounded to `digits`."
     cell = lambda v: "–" if isinstance(v, float) and math.isnan(v) else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
@@ -297,7 +323,14 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict:
     df, paths = run_rows(records), {}
     with atomic_path(out/"report.csv") as tmp: df.to_csv(tmp, index=False, float_format="%.4f")
     paths["csv"] = out/"report.csv"
-    md = ["# Report", "", summary_table(records), "", "## Runs", "",
+    md = ["# Report", "", summary_table(records), ""]
+    if any(r.trigger and r.defense.methods() for r in records):
+        md += ["## Per trigger: the original trigger", "", "Each cell: ASR after the method (≤ its worst retraining, where it has several) · "
+               "robust accuracy · clean accuracy, on the held-out images.", "", per_trigger(records, "trigger"), ""]
+        if any(r.attack.surface for r in records if r.trigger):
+            md += ["## Per trigger: the residual surface", "", "Each cell: the largest excess ASR over the clean model of any member of the "
+                   "trigger family, in points (≤ its worst retraining) · the family's share at ASR ≥ 0.5.", "", per_trigger(records, "surface"), ""]
+    md += ["## Runs", "",
           markdown(df[["trigger", "seed", "clean_asr", "attack_asr", "margin", "chosen"] + [c for c in df.columns if c.endswith(" ASR")]])]
     surf = [c for c in df.columns if c.endswith(" surface excess max")]
     if df[surf].notna().any().any():

@@ -86,8 +86,8 @@ def main():
                                     floor=floor.asr, before_accuracy=before.accuracy, seconds=time.perf_counter() - t0)
                 write_json(out/"calibration.json", results)
                 print(f"{key}: ASR {e.asr:.1%} (floor {floor.asr:.1%}), accuracy {e.accuracy:.1%}, {results[key]['seconds']:.0f} s", flush=True)
-    print("\n| recipe | ideal ASR, mean (worst trigger) | excess over the clean model's ASR, mean (worst) | robust accuracy | accuracy lost, mean (worst) | s per retraining |")
-    print("|---|---|---|---|---|---|")
+    print("\n| recipe | ideal ASR, mean (worst trigger) | excess over the clean model's ASR, mean (worst) | robust accuracy | accuracy lost, mean (worst) |")
+    print("|---|---|---|---|---|")
     for name in a.recipes:
         rows = [r for r in results.values() if r["recipe"] == name and r["trigger"] in a.triggers]
         if not rows: continue
@@ -99,7 +99,7 @@ def main():
         ra = mean(rows, lambda r: r["robust_accuracy"])
         m = lambda d: sum(d.values()) / len(d)
         print(f"| {name} | {m(asr):.1%} ({max(asr.values()):.1%}) | {m(exc):+.1%} ({max(exc.values()):+.1%}) | {ra:.1%} | "
-              f"{m(lost):.1%} ({max(lost.values()):.1%}) | {mean(rows, lambda r: r['seconds']):.0f} |")
+              f"{m(lost):.1%} ({max(lost.values()):.1%}) |")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,11 @@ def test_run_end_to_end_and_settings_guard(tmp_path):
     run = tmp_path/"digits-smallcnn-color3-t0-s0"
     rec = read_record(run/"metrics.json")
     assert rec.trigger.kind == "color" and len(rec.trigger.pattern) == 3 and rec.preset == "smoke"
-    assert list(rec.defense.methods()) == ["MESA β=0.5", "MESA β=0.8", "MESA β=0.9", "MESA ensemble", "baseline", "ideal"]
-    assert len(rec.defense.baseline.runs) == 2
+    assert list(rec.defense.methods()) == ["MESA β=0.5", "MESA β=0.8", "MESA β=0.9", "MESA ensemble", "MESA chosen", "baseline", "ideal"]
+    assert len(rec.defense.baseline.runs) == 2 and rec.defense.chosen in rec.defense.mesa
+    assert rec.version == 2 and rec.family.groups == {"black-and-white": 512, "colour": 512} and rec.recipe["ratio"] == 0.05
+    assert len(rec.clean.surface.asr) == 1024 and rec.defense.ideal.surface.excess_max is not None   # every model's surface, over the clean one
+    assert (run/"surface.png").is_file() and "surface: the ASR of 1024 triggers" in r.stdout
     assert json.loads((run/"config.json").read_text())["trigger"] == "color:3"
     again = run_cli(*args)
     assert again.returncode == 0 and "finished earlier, not redone" in again.stdout
@@ -99,7 +102,7 @@ def test_paper_preset_end_to_end_on_a_cifar_subset(cifar_root, tmp_path):
     data = cifar_subset(cifar_root, tmp_path/"data")
     tiny = ["--clean-epochs", "1", "--attack-epochs", "1", "--detect-steps", "2", "--search-steps", "2", "--search-batch", "16",
             "--bank", "64", "--check-triggers", "4", "--check-images", "8", "--retrain-epochs", "1", "--baseline-runs", "1",
-            "--reverse-epochs", "1"]
+            "--reverse-epochs", "1", "--surface-images", "1"]
     r = run_cli("run", "--preset", "paper", "--data-dir", data, "--device", "cpu", "--out", tmp_path/"runs", *tiny)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     run = tmp_path/"runs"/"cifar10-resnet18-170-t0-s0"
