@@ -27,12 +27,13 @@ from mesa_nb.models import load_model, save_model
 from mesa_nb.threat import backdoor, parse_trigger
 
 CALIBRATION = ["170", "113", "color:0", "3"]
-RECIPES = {   # name -> changes to the preset's recipe
-    "preset": {},
-    "r0.2": dict(ratio=0.2),
-    "r0.2 lr0.01 cosine": dict(ratio=0.2, lr=0.01, schedule="cosine"),
-    "r0.3 3ep lr0.01 cosine": dict(ratio=0.3, epochs=3, lr=0.01, schedule="cosine"),
-    "r0.2 4ep": dict(ratio=0.2, epochs=4),
+EARLIER_LR = {"cpu": 0.003, "quick": 0.01, "paper": 1e-3, "smoke": 0.01}   # the presets' retraining lr before this choice (constant schedule)
+RECIPES = {   # name -> changes to the preset's recipe (lr0: the earlier lr); the rest (epochs, batch, extras) stays the preset's
+    "earlier preset": lambda lr0: dict(ratio=0.05, lr=lr0, schedule="constant"),
+    "r0.2": lambda lr0: dict(ratio=0.2, lr=lr0, schedule="constant"),
+    "r0.2 lr0.01 cosine": lambda lr0: dict(ratio=0.2, lr=0.01, schedule="cosine"),
+    "r0.3 3ep lr0.01 cosine": lambda lr0: dict(ratio=0.3, epochs=3, lr=0.01, schedule="cosine"),
+    "r0.2 4ep": lambda lr0: dict(ratio=0.2, epochs=4, lr=lr0, schedule="constant"),
 }
 
 
@@ -47,9 +48,11 @@ def main():
     ap.add_argument("--out", default="outputs/calibration")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--prepare-only", action="store_true", help="make the clean and backdoored models, retrain nothing")
+    ap.add_argument("--summary", action="store_true", help="print the table of what --out holds, retrain nothing")
     a = ap.parse_args()
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     results = read_json(out/"calibration.json") if (out/"calibration.json").is_file() else {}
+    if a.summary: return summary(results, a.recipes, a.triggers)
     cfg0 = make_config(a.preset, data_dir=a.data_dir, device=a.device)
     train = load_dataset(cfg0.dataset, "train", cfg0.data_dir)
     test = load_dataset(cfg0.dataset, "test", cfg0.data_dir)
@@ -78,7 +81,7 @@ def main():
             for s in a.seeds:
                 key = f"{name} | {spec} | {s}"
                 if key in results: continue
-                recipe = replace(cfg.recipe, **RECIPES[name])
+                recipe = replace(cfg.recipe, **RECIPES[name](EARLIER_LR[a.preset]))
                 torch.manual_seed(s); t0 = time.perf_counter()
                 rep = unlearn(model, pool, fixed_sampler(trig.patch), recipe, a.device)
                 e = evaluate(rep, held, trig, cfg.location, cfg.seed, a.device)
@@ -86,20 +89,25 @@ def main():
                                     floor=floor.asr, before_accuracy=before.accuracy, seconds=time.perf_counter() - t0)
                 write_json(out/"calibration.json", results)
                 print(f"{key}: ASR {e.asr:.1%} (floor {floor.asr:.1%}), accuracy {e.accuracy:.1%}, {results[key]['seconds']:.0f} s", flush=True)
-    print("\n| recipe | ideal ASR, mean (worst trigger) | excess over the clean model's ASR, mean (worst) | robust accuracy | accuracy lost, mean (worst) |")
+    summary(results, a.recipes, a.triggers)
+
+
+def summary(results: dict, recipes: list[str], triggers: list[str]):
+    "The table: per recipe, the ideal's ASR and excess over the floor (mean over triggers of the mean over seeds, and the worst trigger), robust accuracy, accuracy lost."
+    print("\n| recipe | ideal ASR, mean (worst trigger) | excess over the clean model's ASR, points, mean (worst) | robust accuracy | accuracy lost, points, mean (worst) |")
     print("|---|---|---|---|---|")
-    for name in a.recipes:
-        rows = [r for r in results.values() if r["recipe"] == name and r["trigger"] in a.triggers]
+    for name in recipes:
+        rows = [r for r in results.values() if r["recipe"] == name and r["trigger"] in triggers]
         if not rows: continue
-        per = {t: [r for r in rows if r["trigger"] == t] for t in a.triggers}
+        per = {t: [r for r in rows if r["trigger"] == t] for t in triggers}
         mean = lambda rs, f: sum(f(r) for r in rs) / len(rs)
         asr = {t: mean(rs, lambda r: r["asr"]) for t, rs in per.items() if rs}
         exc = {t: mean(rs, lambda r: r["asr"] - r["floor"]) for t, rs in per.items() if rs}
         lost = {t: mean(rs, lambda r: r["before_accuracy"] - r["accuracy"]) for t, rs in per.items() if rs}
         ra = mean(rows, lambda r: r["robust_accuracy"])
         m = lambda d: sum(d.values()) / len(d)
-        print(f"| {name} | {m(asr):.1%} ({max(asr.values()):.1%}) | {m(exc):+.1%} ({max(exc.values()):+.1%}) | {ra:.1%} | "
-              f"{m(lost):.1%} ({max(lost.values()):.1%}) |")
+        print(f"| {name} | {m(asr):.1%} ({max(asr.values()):.1%}) | {100 * m(exc):+.1f} ({100 * max(exc.values()):+.1f}) | {ra:.1%} | "
+              f"{100 * m(lost):.1f} ({100 * max(lost.values()):.1f}) |")
 
 
 if __name__ == "__main__":
