@@ -28,8 +28,8 @@ from .threat import Trigger, TriggerFamily, attack_success_rate, stamp, stamp_so
 __all__ = ['MASK_MARGIN', 'Sampler', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn',
            'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun', 'Baseline',
            'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense', 'anomaly_index',
-           'NCDetection', 'neural_cleanse', 'as_image_set', 'DefenseReport', 'choose_repair', 'defend', 'Coverage',
-           'coverage']
+           'NCDetection', 'neural_cleanse', 'as_image_set', 'DefenseReport', 'choose_repair', 'surface_noise', 'defend',
+           'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -441,11 +441,19 @@ ACCURACY_BUDGET = 0.02              # accuracy on the search images a surface-ch
 def choose_repair(cands: dict[str, Candidate],        # candidate name -> candidate, each with search_surface and search_accuracy
                   accuracy: float,                    # the suspect model's accuracy on the search images
                   budget: float = ACCURACY_BUDGET,    # accuracy a repair may lose there
+                  tolerance: float = 0.0,             # a candidate must beat the ensemble's surface by more than this (its noise)
                   ) -> str:
-    "The candidate with the lowest residual surface on the search images within the accuracy budget; the ensemble breaks ties and stands in when none is within it."
+    "The candidate with the lowest residual surface on the search images within the accuracy budget; the ensemble unless one beats it by more than `tolerance`, and when none is within the budget."
     ok = {k: c for k, c in cands.items() if c.search_surface is not None and c.search_accuracy is not None and c.search_accuracy >= accuracy - budget - 1e-9}
     if not ok: return "ensemble"
-    return min(ok, key=lambda k: (round(ok[k].search_surface, 6), k != "ensemble"))
+    best = min(ok, key=lambda k: (round(ok[k].search_surface, 6), k != "ensemble"))
+    return "ensemble" if "ensemble" in ok and ok["ensemble"].search_surface - ok[best].search_surface <= tolerance else best
+
+
+def surface_noise(mean: float, n: int) -> float:
+    "Two standard errors of a surface's mean ASR measured on `n` stamped images in all (binomial): differences below it are ties."
+    p = min(max(mean, 1 / n), 1 - 1 / n)
+    return 2 * math.sqrt(p * (1 - p) / n)
 
 
 def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha, batch, classes, betas, ensemble, choose, accuracy_budget, retrain_seeds):
@@ -576,7 +584,8 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
                                     search_accuracy=accuracy(models[name], search_ds, device=device))
             t_choice += screened.seconds
         mesa[str(c)] = cands
-        pick = choose_repair(cands, accuracy(repaired, search_ds, device=device), accuracy_budget) if choose == "surface" else choose
+        noise = surface_noise(cands["ensemble"].search_surface, screen.size * screen.images)
+        pick = choose_repair(cands, accuracy(repaired, search_ds, device=device), accuracy_budget, noise) if choose == "surface" else choose
         repaired, choice[str(c)] = models[pick], pick
         chosen.append(f"{'β=' + pick if pick != 'ensemble' else 'ensemble'} of class {c}" + (" (lowest residual surface on the search images)" if choose == "surface" else ""))
     chosen = ", ".join(chosen) or None
@@ -584,7 +593,8 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect, choice=t_choice),
                            dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
                                 search_steps=search_steps, detect_halving=detect_halving, masks=list(masks) if trigger_size is None else None, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
-                                choose=choose, accuracy_budget=accuracy_budget, retrain_seeds=retrain_seeds,
+                                choose=choose, accuracy_budget=accuracy_budget, choice="lowest surface beyond two standard errors of the ensemble's",
+                                retrain_seeds=retrain_seeds,
                                 held=held.digest(), held_images=len(held), search_images=len(search_ds),
                                 check_triggers=check_triggers, check_images=check_images),
                            environment(device), before, choice, family, searches)
