@@ -533,7 +533,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            classes: list[int] | None = None,  # classes to remove a backdoor for (default: the flagged ones)
            ensemble: str = "uniform",         # ensemble weights: 'uniform' (paper), 'schedule' (supplement 4/3/3), 'entropy'
            masks: tuple[str, ...] = MASKS,    # size unknown: the mask forms removal models ('pixel' opacities, 'blend' ratio); detection uses 'pixel'
-           choose: str = "surface",           # the returned repair: 'surface' (lowest residual surface on the search images), 'ensemble' (the paper's) or a level ('0.9')
+           choose: str = "ensemble",          # the returned repair: 'ensemble' (the paper's, uniform), 'surface' (lowest residual surface on the search images) or a level ('0.9')
            accuracy_budget: float = ACCURACY_BUDGET,  # with choose='surface': accuracy on the search images a repair may lose
            retrain_seeds: int = 1,            # retrainings per candidate, each judged on the held-out images (the first is the one returned)
            family: TriggerFamily | None = None,  # the triggers every surface is measured on (default: `trigger_family` of the trigger size)

@@ -105,7 +105,7 @@ class RunConfig:
     retrain_batch_size: int = 64     # retraining: batch size
     retrain_schedule: str = "constant"  # retraining: learning-rate schedule, "constant" (the paper's), "cosine" or "onecycle"
     retrain_seeds: int = 1           # retraining: seeds per MESA candidate and for the ideal, each judged (the baseline's runs are its seeds)
-    choose: str = "surface"          # the repair defend returns: "surface" (lowest residual surface on the search images), "ensemble" or a level
+    choose: str = "ensemble"         # the repair defend returns: "ensemble" (the paper's), "surface" (lowest residual surface on the search images) or a level
     surface_images: int = 4          # residual surface: stamped held-out images per member of the trigger family (quick, paper: 32; cpu: 16)
     surface_family: str = "auto"     # residual surface: "auto" (the kind the defender is told of), "unknown" (squares and blends) or a size "HxW"
     baseline_runs: int = 2           # single-trigger baseline: independent reversals

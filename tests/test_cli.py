@@ -208,7 +208,7 @@ def test_defend_a_users_model(tmp_path):
     r = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                 "--mean", *test.mean, "--std", *test.std, "--detect-steps", "60", "--search-steps", "60", "--batch", "32",
                 "--retrain-ratio", "0.05", "--retrain-epochs", "4", "--retrain-lr", "0.01", "--retrain-batch-size", "64",
-                "--betas", "0.5", "0.9", "--ensemble", "entropy", "--device", "cpu", "--out", tmp_path/"out", env=env)
+                "--betas", "0.5", "0.9", "--ensemble", "entropy", "--choose", "surface", "--device", "cpu", "--out", tmp_path/"out", env=env)
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["detection"]["flagged"] == [0] and rep["choice"]["0"] in rep["mesa"]["0"] and "lowest residual surface" in rep["chosen"]
@@ -223,7 +223,7 @@ def test_defend_a_users_model(tmp_path):
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
     again = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                     "--mean", *test.mean, "--std", *test.std, "--detect-steps", "20", "--search-steps", "10", "--batch", "32", "--classes", "3",
-                    "--betas", "0.5", "--retrain-epochs", "1", "--trigger-size", "unknown", "--choose", "ensemble", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now, masks
+                    "--betas", "0.5", "--retrain-epochs", "1", "--trigger-size", "unknown", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now, masks; the default choice
     assert again.returncode == 0, again.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["chosen"] == "ensemble of class 3" and rep["settings"]["trigger_shape"] == [4, 16, 16]   # pattern and opacity over the image
