@@ -578,14 +578,16 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
             models[name] = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
             more = [evaluate(unlearn(repaired, search_ds, bank_sampler(pats.to(device), generator(seed + k, device)), recipe, device, seed=seed + k),
                              held, original, recipe.location, seed, device) for k in range(1, retrain_seeds)]   # (no surface: the first retraining's speaks)
+            screened = surface(models[name], search_ds, screen, c, recipe.location, device=device) if choose == "surface" else None   # only the choice needs it
             cands[name] = Candidate(**_judge(models[name], held, original, pats, c, shape, recipe, check_triggers, check_images, seed, device, family, floor),
-                                    repeats=more, **_validity(res, c, name),
-                                    search_surface=(screened := surface(models[name], search_ds, screen, c, recipe.location, device=device)).mean,
-                                    search_accuracy=accuracy(models[name], search_ds, device=device))
-            t_choice += screened.seconds
+                                    repeats=more, **_validity(res, c, name), search_surface=screened and screened.mean,
+                                    search_accuracy=screened and accuracy(models[name], search_ds, device=device))
+            t_choice += screened.seconds if screened else 0.0
         mesa[str(c)] = cands
-        noise = surface_noise(cands["ensemble"].search_surface, screen.size * screen.images)
-        pick = choose_repair(cands, accuracy(repaired, search_ds, device=device), accuracy_budget, noise) if choose == "surface" else choose
+        if choose == "surface":
+            noise = surface_noise(cands["ensemble"].search_surface, screen.size * screen.images)
+            pick = choose_repair(cands, accuracy(repaired, search_ds, device=device), accuracy_budget, noise)
+        else: pick = choose
         repaired, choice[str(c)] = models[pick], pick
         chosen.append(f"{'β=' + pick if pick != 'ensemble' else 'ensemble'} of class {c}" + (" (lowest residual surface on the search images)" if choose == "surface" else ""))
     chosen = ", ".join(chosen) or None
