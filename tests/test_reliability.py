@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from mesa_nb.data import load_digits
 from mesa_nb.models import build_model
+from mesa_nb.record import SCHEMA_VERSION
 from mesa_nb.cli import main
 from test_cli import record
 
@@ -32,7 +33,7 @@ def bad_records():
     r = good(); r["defense"]["mesa"]["0.5"]["asr"] = "low"; yield "a string metric", json.dumps(r), "defense.mesa.0.5.asr must be a number; got 'low'"
     r = good(); r["defense"]["baseline"]["runs"][1]["accuracy"] = 1.2; yield "an accuracy above 1", json.dumps(r), "defense.baseline.runs[1].accuracy must be a rate in [0, 1]"
     r = good(); r["defense"]["robust"] = {}; yield "a foreign field", json.dumps(r), "defense.robust is not a field of Defenses"
-    r = good(); r["version"] = 7; yield "a newer version", json.dumps(r), "a run record of version 7, newer than this mesa_nb reads (1): upgrade mesa_nb"
+    r = good(); r["version"] = 7; yield "a newer version", json.dumps(r), f"a run record of version 7, newer than this mesa_nb reads ({SCHEMA_VERSION}): upgrade mesa_nb"
     yield "NaN", json.dumps(good()).replace('"asr": 0.99', '"asr": NaN'), "NaN is not a number JSON allows"
     yield "a list", "[1, 2]", "is not a RunRecord: it must be an object; got [1, 2]"
     yield "deep nesting", "[" * 100_000 + "]" * 100_000, "RecursionError"
