@@ -1,7 +1,7 @@
 """Build the documentation site from the notebooks: `make docs` (executed) or `make docs-check` (CI).
 
-Every notebook under `nbs/` becomes a page, the README the landing page, and each module of `mesa_nb`
-an API page written from its docstrings and docments (the parameter comments). The pages are
+Every notebook under `nbs/` becomes a page, the README the landing page, the Markdown pages of `docs/` (results,
+reliability, speed) pages of their own, and each module of `mesa_nb` an API page written from its docstrings and docments (the parameter comments). The pages are
 rendered by mkdocs with mkdocs-jupyter, a pure-Python renderer: nbdev's own `nbdev_docs` needs
 Quarto. With `--execute` (the default) each notebook runs first, as `nbdev_test` runs it (same skip
 flags, same working folder), so the pages carry their outputs and figures; `--no-execute` renders
@@ -25,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
+DOCS = ROOT / "docs"
+README_LINES = 200                    # the front door stays short; measured tables live in docs/
 LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
 
 
@@ -118,6 +120,11 @@ def title_of(path: Path) -> str:
         if cell["cell_type"] == "markdown" and m:
             return m.group(1).strip()
     return path.stem
+
+
+def title_of_md(path: Path) -> str:
+    m = re.search(r"^#\s+(.+)$", path.read_text(encoding="utf-8"), re.M)
+    return m.group(1).strip() if m else path.stem
 
 
 # --- the API reference from docstrings and docments -------------------------------------------------
@@ -263,8 +270,11 @@ def build(out: Path, run: bool, workers: int) -> int:
             shutil.copy2(p, src / "notebooks" / rel[p])
     for p in nbs:
         page_notebook(src / "notebooks" / rel[p])
-    if (NBS / "images").is_dir():
-        shutil.copytree(NBS / "images", src / "notebooks" / "images")
+    doc_pages = sorted(DOCS.glob("*.md"))
+    for d in doc_pages:
+        shutil.copy2(d, src / d.name)
+    if (DOCS / "images").is_dir():
+        shutil.copytree(DOCS / "images", src / "images")
 
     import json
 
@@ -279,7 +289,8 @@ def build(out: Path, run: bool, workers: int) -> int:
             nav_api.append({f"mesa_nb.{module}": f"api/{module}.md"})
             public[module] = names
     pages = {f"nbs/{rel[p].as_posix()}": f"notebooks/{rel[p].as_posix()}" for p in nbs}
-    pages.update({f"nbs/images/{i.name}": f"notebooks/images/{i.name}" for i in (NBS / "images").glob("*")})
+    pages.update({f"docs/{d.name}": d.name for d in doc_pages})
+    pages.update({f"docs/images/{i.name}": f"images/{i.name}" for i in (DOCS / "images").glob("*")})
     (src / "index.md").write_text(landing((ROOT / "README.md").read_text(encoding="utf-8"), pages, cfg["git_url"]), encoding="utf-8")
 
     config = {
@@ -292,7 +303,7 @@ def build(out: Path, run: bool, workers: int) -> int:
         "theme": {"name": "material", "font": False, "features": ["navigation.sections", "content.code.copy"]},
         "plugins": [{"search": {}}, {"mkdocs-jupyter": {"execute": False, "include_source": True, "ignore_h1_titles": False}}],
         "markdown_extensions": ["tables", "attr_list", "admonition", "toc", {"pymdownx.highlight": {}}, "pymdownx.superfences", {"pymdownx.arithmatex": {"generic": True}}],
-        "nav": [{"Home": "index.md"}, {"Notebooks": nav_nbs}, {"API reference": nav_api}],
+        "nav": [{"Home": "index.md"}, {"Pages": [{title_of_md(d): d.name} for d in doc_pages]}, {"Notebooks": nav_nbs}, {"API reference": nav_api}],
         "validation": {"links": {"not_found": "warn", "anchors": "ignore", "unrecognized_links": "ignore"}},
     }
     from mkdocs.commands.build import build as mkdocs_build
@@ -313,10 +324,20 @@ def _execute_one(job):
 
 
 def check(site: Path, nbs: list[Path], rel: dict, public: dict[str, list[str]], failed: list[str]) -> int:
-    "Every notebook has a page with its title, every public name of `mesa_nb` a documented entry."
+    "Every notebook and docs page has a page, every image a page shows exists, every public name of `mesa_nb` a documented entry."
     import mesa_nb
 
     problems = [f"notebook failed to run: {n}" for n in failed]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    if readme > README_LINES:
+        problems.append(f"README.md has {readme} lines, more than {README_LINES}: move results to docs/results.md (scripts/results_page.py)")
+    for d in sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]:
+        if d.parent == DOCS and not (site / d.with_suffix(".html").name).is_file():
+            problems.append(f"no page for docs/{d.name}")
+        for m in LINK.finditer(d.read_text(encoding="utf-8")):
+            target = m.group(2).partition("#")[0]
+            if not re.match(r"[a-z]+:", target) and target and not (d.parent / target).exists():
+                problems.append(f"{d.relative_to(ROOT)} links to {target}, which does not exist")
     for p in nbs:
         page = site / "notebooks" / rel[p].with_suffix(".html")
         if not page.is_file():

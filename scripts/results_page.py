@@ -1,0 +1,126 @@
+"""Regenerate the results pages' tables from the run records they were made from: docs/results.md is never hand-edited.
+
+Each generated block of a page sits between `<!-- generated: NAME -->` and `<!-- end: NAME -->`. For every block whose
+records are in this checkout (the folder below), the block is rewritten from them: the command that made the records,
+the commit and date of this regeneration, then the tables as `mesa-nb report` (or the named script) prints them, and the
+figures copied to docs/images/. A block whose records are absent is kept as it is, with the commit that made it, so a
+fresh clone can rebuild the page for what it has run. The prose around the blocks says what the tables show without
+repeating their numbers.
+
+Run: python scripts/results_page.py [--outputs outputs] [--page docs/results.md]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.util
+import io
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return out + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _provenance(commands: list[str], folder: Path) -> str:
+    cmd = "\n".join(commands)
+    return (f"```bash\n{cmd}\n```\n\n*Regenerated from the records in `{folder.name}/` by `python scripts/results_page.py` at commit "
+            f"{_commit()} on {datetime.date.today().isoformat()}.*\n")
+
+
+def batch_block(folder: Path, commands: list[str], images: Path, stem: str) -> str | None:
+    "A batch: the report's summary, the per-trigger tables of the original trigger and of the residual surface, its two figures."
+    from mesa_nb.report import collect, per_trigger, summary_table, write_report
+    records = collect(folder)
+    if not records:
+        return None
+    write_report(folder)
+    images.mkdir(parents=True, exist_ok=True)
+    figs = []
+    for fig, caption in (("after_defense.png", "Fig. 4: the original trigger's ASR after each defense, per trigger"),
+                         ("surface.png", "The residual surface per trigger, beside Fig. 4")):
+        if (folder/fig).is_file():
+            shutil.copy2(folder/fig, images/f"{stem}-{fig.replace('_', '-')}")
+            figs.append(f"![{caption}](images/{stem}-{fig.replace('_', '-')})")
+    parts = [_provenance(commands, folder), summary_table(records)]
+    if any(r.trigger for r in records):
+        parts += ["Per trigger, the original trigger (each cell: ASR after the method, ≤ its worst retraining · robust accuracy · "
+                  "clean accuracy; MESA's candidates and the ideal over their retraining seeds, the baseline over its runs):",
+                  per_trigger(records, "trigger"),
+                  "Per trigger, the residual surface (each cell: the largest excess ASR over the clean model of any member of the "
+                  "family, in points, ≤ its worst retraining · the family's share at ASR ≥ 0.5):",
+                  per_trigger(records, "surface")]
+    return "\n\n".join(parts + figs) + "\n"
+
+
+def calibration_block(folder: Path, commands: list[str], **_) -> str | None:
+    "A recipe calibration: the table `calibrate_recipe.py --summary` prints from its calibration.json."
+    from mesa_nb.core import read_json
+    if not (folder/"calibration.json").is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("calibrate_recipe", ROOT/"scripts"/"calibrate_recipe.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        mod.summary(read_json(folder/"calibration.json"), list(mod.RECIPES), mod.CALIBRATION)
+    return _provenance(commands, folder) + "\n" + buf.getvalue().strip() + "\n"
+
+
+PATH = "PATH/TO/cifar-10-batches-py"
+BLOCKS = {   # name -> (folder under --outputs, how to render it, the commands that made the records)
+    "cifar10-eval": ("cifar-eval", batch_block, [
+        f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger 0 7 color:1 bw:3:4 blend:1:0.1 2 1 5 94 97 color:2 30 none --workers 1 --out outputs/cifar-eval",
+        f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger none --seeds 1 --workers 1 --out outputs/cifar-eval"]),
+    "calibration-cifar10": ("calibration", calibration_block, [
+        f"python scripts/calibrate_recipe.py --data-dir {PATH} --seeds 0 1"]),
+    "calibration-digits": ("calibration-digits", calibration_block, [
+        "python scripts/calibrate_recipe.py --preset quick --clean-dir outputs/digits-eval --out outputs/calibration-digits --seeds 0 1 2"]),
+}
+
+
+def regenerate(page: Path, outputs: Path) -> list[str]:
+    "Rewrite every block of `page` whose records are under `outputs`; the names of the blocks rewritten."
+    text = page.read_text(encoding="utf-8")
+    done = []
+    for name, (sub, render, commands) in BLOCKS.items():
+        pat = re.compile(rf"(<!-- generated: {re.escape(name)} -->\n)(.*?)(<!-- end: {re.escape(name)} -->)", re.S)
+        if not pat.search(text):
+            continue
+        body = render(outputs/sub, commands, images=page.parent/"images", stem=name)
+        if body is None:
+            print(f"{name}: no records in {outputs/sub}; kept as it is")
+            continue
+        text = pat.sub(lambda m: m.group(1) + "\n" + body + "\n" + m.group(3), text)
+        done.append(name)
+        print(f"{name}: regenerated from {outputs/sub}")
+    tmp = page.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8"); tmp.replace(page)
+    return done
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--outputs", type=Path, default=ROOT/"outputs", help="the folder holding the record folders")
+    ap.add_argument("--page", type=Path, default=ROOT/"docs"/"results.md")
+    a = ap.parse_args(argv)
+    if not a.page.is_file():
+        print(f"results_page: {a.page} does not exist; run from a checkout of the project", file=sys.stderr)
+        return 2
+    regenerate(a.page, a.outputs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
