@@ -31,8 +31,8 @@ from .threat import CANONICAL_IDS, LOCATIONS
 from .viz import plot_detection, plot_surface_shift, plot_trigger_grid, save_figures
 
 # %% auto #0
-__all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'COMMANDS', 'DEFENSE_FILES', 'load_user_model', 'load_images', 'add_options', 'given',
-           'trigger_size', 'parser', 'main']
+__all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'DEMO_THREADS', 'COMMANDS', 'DEFENSE_FILES', 'load_user_model', 'load_images',
+           'add_options', 'given', 'trigger_size', 'parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #86c79beb
 def load_user_model(model: str,                      # "module:factory", importable from here
@@ -85,10 +85,10 @@ def load_images(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 # %% ../nbs/14_cli.ipynb #37764434
 def _kind(anno) -> str:
-    "How a parameter is read from the command line, from its annotation: bool, int, float, str, floats or ints."
+    "How a parameter is read from the command line, from its annotation: bool, int, float, str, floats, ints or strs."
     a = str(anno).split("|")[0].strip()                  # the first alternative: 'int | None' reads as an int
     if a in ("list", "list[float]") or a.startswith("tuple[float"): return "floats"
-    return {"list[int]": "ints", "bool": "bool", "int": "int", "float": "float"}.get(a, "str")
+    return {"list[int]": "ints", "list[str]": "strs", "bool": "bool", "int": "int", "float": "float"}.get(a, "str")
 
 
 def _shown(default) -> str:
@@ -114,8 +114,8 @@ def add_options(p: argparse.ArgumentParser,
         names = ["--" + dest.replace("_", "-")] + (["--out"] if dest == "out_dir" else [])
         kw = dict(dest=dest, default=None, help=doc.replace("%", "%%"))
         if kind == "bool": p.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
-        elif kind in ("floats", "ints"):
-            p.add_argument(*names, type=float if kind == "floats" else int, nargs="+", metavar=name.upper(), **kw)
+        elif kind in ("floats", "ints", "strs"):
+            p.add_argument(*names, type={"floats": float, "ints": int, "strs": str}[kind], nargs="+", metavar=name.upper(), **kw)
         else: p.add_argument(*names, type={"int": int, "float": float}.get(kind, str), **kw)
 
 
@@ -133,6 +133,8 @@ def trigger_size(v: str) -> int | str:
     if v.strip().lower() == "unknown": return "unknown"
     try: return int(v)                                   # its range is checked by `defend`, with the images' size
     except ValueError: raise argparse.ArgumentTypeError(f"{v!r} is not a trigger size: give a side in pixels (e.g. 3) or 'unknown'") from None
+DEMO_THREADS = "2"   # CPU threads of the demo's run: floating-point sums, and so the last digits, depend on the count
+
 COMMANDS = {"demo": "the main job: the whole pipeline for trigger 170 on the bundled digits",
             "run": "one experiment run through the experiment notebook",
             "batch": "many runs, resumable, in parallel; then a report",
@@ -167,7 +169,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     add_options(cmd["run"], RunConfig, skip=RUN_SKIP, defaults=False)
     add_options(b, RunConfig, skip=RUN_SKIP + ("trigger", "seed"), defaults=False)
-    add_options(z, RunConfig, skip=RUN_SKIP + ("trigger", "seed", "target", "mask", "removal", "neural_cleanse"), defaults=False)
+    add_options(z, RunConfig, skip=RUN_SKIP + ("trigger", "seed", "target", "mask", "removal", "neural_cleanse", "defenses"), defaults=False)
     cmd["report"].add_argument("dir", help="the folder whose run folders to aggregate")
     cmd["report"].add_argument("--out", default=None, help="where to write (default: DIR)")
     d = cmd["defend"]
@@ -263,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "defend": return _defend_cli(args)
         if args.command == "demo":
             cfg = make_config("quick", trigger="170", seed=args.seed, device=args.device, out_dir=args.out)
+            os.environ["OMP_NUM_THREADS"] = DEMO_THREADS     # the kernel's thread count: the README's numbers on any machine
             return _print_run(*execute(cfg), cfg)
         if args.command == "run":
             cfg = make_config(args.preset, **{**given(args, RunConfig, skip=RUN_SKIP), "out_dir": args.out_dir or "outputs/runs"})

@@ -25,11 +25,11 @@ from .models import accuracy, fit, forward
 from .threat import Trigger, TriggerFamily, attack_success_rate, stamp, stamp_some, trigger_family, trigger_outcomes
 
 # %% auto #0
-__all__ = ['MASK_MARGIN', 'Sampler', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes', 'fixed_sampler', 'bank_sampler', 'Unlearn',
-           'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun', 'Baseline',
-           'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense', 'anomaly_index',
-           'NCDetection', 'neural_cleanse', 'as_image_set', 'DefenseReport', 'choose_repair', 'surface_noise', 'defend',
-           'Coverage', 'coverage']
+__all__ = ['MASK_MARGIN', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes', 'fixed_sampler', 'bank_sampler',
+           'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun',
+           'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense', 'RemovalTask',
+           'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse', 'as_image_set',
+           'DefenseReport', 'choose_repair', 'surface_noise', 'defend', 'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -336,6 +336,73 @@ def baseline_defense(model: nn.Module, search: ImageSet, held: ImageSet, target:
     if original is None: return Baseline(out)
     asr = torch.tensor([r.asr for r in out], dtype=torch.float64)
     return Baseline(out, asr.mean().item(), asr.std(unbiased=False).item(), asr.max().item())
+
+# %% ../nbs/08_defense.ipynb #fa77391a
+@dataclass
+class RemovalTask:
+    "What a defense beside MESA is given in a run, and how its repairs are judged (the same for every defense)."
+    model: nn.Module                       # the backdoored (suspect) model; never modified
+    search: ImageSet                       # the defender's retraining images
+    held: ImageSet                         # the held-out images every repair is judged on
+    target: int                            # the attacked class
+    original: Trigger | None               # the attack's trigger: for judging, and for the ideal only (a defender never has it)
+    recipe: Retrain = field(default_factory=Retrain)   # the retraining recipe shared by every defense
+    shape: tuple[int, int, int] = (3, 3, 3)  # what the defender is told of the trigger: (C, h, w), or (C+1, H, W) with masks
+    seed: int = 0
+    device: object = None
+    seeds: int = 1                         # retrainings, each judged (the baseline's runs are its own seeds: `runs`)
+    runs: int = 2                          # the baseline's independent reversals
+    reverse_epochs: int = 1                # the baseline's epochs per reversal
+    area: float = AREA                     # with masks: weight of the mask's mean opacity in a reversal's loss
+    family: TriggerFamily | None = None    # the trigger family every surface is measured on (None: no surface)
+    floor: Surface | None = None           # the clean model's surface on it (each member's excess)
+
+    def judge(self, repaired: nn.Module, surface: bool = True) -> Evaluation:
+        "A repaired model on the held-out images: accuracy, the original trigger's ASR and robust accuracy, and its surface."
+        return evaluate(repaired, self.held, self.original, self.recipe.location, self.seed, self.device,
+                        self.family if surface else None, self.target, self.floor)
+
+    def retrain(self, sampler: Sampler | None) -> Repaired:
+        "Retrain with `sampler` (None: nothing stamped) once per seed, each judged; the first carries the surface."
+        first = self.judge(unlearn(self.model, self.search, sampler, self.recipe, self.device))
+        more = [self.judge(unlearn(self.model, self.search, sampler, self.recipe, self.device, seed=self.seed + k), surface=False) for k in range(1, self.seeds)]
+        return Repaired(**vars(first), repeats=more)
+
+
+@dataclass(frozen=True)
+class Removal:
+    "A registered defense: the label tables and figures give it, and the function that runs it on a `RemovalTask`."
+    label: str
+    run: Callable[[RemovalTask], JsonRecord]
+    doc: str = ""
+
+
+def _ideal(t: RemovalTask) -> Repaired:
+    check(t.original is not None, "the ideal defense retrains with the original trigger: it needs one (a clean control has none)")
+    return ideal_defense(t.model, t.search, t.held, t.original, t.recipe, t.seed, t.device, t.seeds, t.family, t.floor)[0]
+
+
+def _baseline(t: RemovalTask) -> Baseline:
+    return baseline_defense(t.model, t.search, t.held, t.target, t.original, t.runs, t.recipe, t.shape, t.reverse_epochs, t.seed, t.device,
+                            t.area, t.family, t.floor)
+
+
+def finetune(t: RemovalTask) -> Repaired:
+    "Plain fine-tuning: the shared recipe on the defender's clean images with nothing stamped (the control every paper reports)."
+    return t.retrain(None)
+
+
+REMOVALS: dict[str, Removal] = {   # name (RunConfig.defenses, the record's key) -> the defense
+    "baseline": Removal("baseline", _baseline, "a single reversed trigger (Neural Cleanse style), `runs` times, each retrained"),
+    "ideal": Removal("ideal", _ideal, "retraining with the original trigger: the best a defender could do"),
+    "finetune": Removal("fine-tuning", finetune, "the recipe with nothing stamped"),
+}
+
+
+def run_removal(name: str, task: RemovalTask):
+    "Run the registered defense `name` on `task`: its result (a `Repaired`, or the baseline's `Baseline`)."
+    check(name in REMOVALS, f"unknown defense {name!r}: use one of {sorted(REMOVALS)}")
+    return REMOVALS[name].run(task)
 
 # %% ../nbs/08_defense.ipynb #ee918795
 def anomaly_index(values) -> Tensor:

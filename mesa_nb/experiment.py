@@ -21,8 +21,8 @@ from fastcore.basics import patch
 
 from .core import MesaError, RunDir, as_device, check, read_json, seed_everything
 from .data import DATASETS, defender_split, load_dataset
-from .defense import (CHOICES, Baseline, Evaluation, NCDetection, Retrain, baseline_defense, coverage, defend, evaluate, ideal_defense,
-                             neural_cleanse)
+from .defense import (CHOICES, REMOVALS, Evaluation, NCDetection, RemovalTask, Retrain, coverage, defend, evaluate, neural_cleanse,
+                             run_removal)
 from .search import AREA, BLEND_AREA, as_objective, check_ensemble
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
 from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
@@ -108,7 +108,8 @@ class RunConfig:
     choose: str = "ensemble"         # the repair defend returns: "ensemble" (the paper's), "surface" (lowest residual surface on the search images) or a level
     surface_images: int = 4          # residual surface: stamped held-out images per member of the trigger family (quick, paper: 32; cpu: 16)
     surface_family: str = "auto"     # residual surface: "auto" (the kind the defender is told of), "unknown" (squares and blends) or a size "HxW"
-    baseline_runs: int = 2           # single-trigger baseline: independent reversals
+    defenses: list[str] = field(default_factory=lambda: ["baseline", "ideal"])  # the defenses run beside MESA, by name (`defense.REMOVALS`: baseline, ideal, finetune)
+    baseline_runs: int = 2           # single-trigger baseline: independent reversals (0: no baseline)
     reverse_epochs: int = 1          # single-trigger baseline: epochs of each reversal
 
     def __post_init__(self):
@@ -123,6 +124,10 @@ class RunConfig:
         check(self.retrain_schedule in SCHEDULES, f"unknown retrain_schedule {self.retrain_schedule!r}: use one of {SCHEDULES}")
         try: family_size(self.surface_family, IMAGE_SHAPES[self.dataset])
         except MesaError as e: raise MesaError(f"setting surface_family (--surface-family): {e}") from None
+        self.defenses = [str(d) for d in (self.defenses if isinstance(self.defenses, (list, tuple)) else [self.defenses])]
+        bad = [d for d in self.defenses if d not in REMOVALS]
+        check(not bad, f"setting defenses (--defenses) names unknown defense {bad[0] if bad else ''!r}: use some of {sorted(REMOVALS)}")
+        check(len(set(self.defenses)) == len(self.defenses), f"setting defenses (--defenses) repeats a defense: {self.defenses}")
         check(self.choose in CHOICES or self.choose in [f"{float(b):g}" for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas])],
               f"setting choose (--choose) must be one of {CHOICES} or a level of betas; got {self.choose!r}")
         check(0 <= self.target < CLASSES[self.dataset], f"target class {self.target} is outside the label range [0, {CLASSES[self.dataset]}) of {self.dataset}")
@@ -337,27 +342,23 @@ class Run:
         self.log(report.summary())
         return report, repaired
 
-    def baseline(self) -> Baseline | None:
-        "The single reversed-trigger baseline, `baseline_runs` times, with the shared recipe."
+    def remove(self, name: str):
+        "The registered defense `name` (`defense.REMOVALS`) on the backdoored model with the shared recipe, judged like MESA: its result."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        if self.trigger is None or cfg.baseline_runs == 0 or not cfg.removal: return None
-        with self._timed("baseline"):
-            rec = baseline_defense(model, self.pool, self.held, cfg.target, self.trigger, runs=cfg.baseline_runs, recipe=cfg.recipe,
-                                   shape=self.trigger_shape, reverse_epochs=cfg.reverse_epochs, area=cfg.mask_area, seed=cfg.seed, device=self.device,
-                                   family=self.family, floor=self.floor)
-        self.record["defense"].baseline = rec
-        self.log(f"baseline ({cfg.baseline_runs} runs): ASR mean {rec.asr_mean:.3f} ± {rec.asr_std:.3f}, worst {rec.asr_max:.3f}")
+        if self.trigger is None or not cfg.removal or (name == "baseline" and cfg.baseline_runs == 0): return None
+        task = RemovalTask(model, self.pool, self.held, cfg.target, self.trigger, cfg.recipe, self.trigger_shape, cfg.seed, self.device,
+                           seeds=cfg.retrain_seeds, runs=cfg.baseline_runs, reverse_epochs=cfg.reverse_epochs, area=cfg.mask_area,
+                           family=self.family, floor=self.floor)
+        with self._timed(name):
+            rec = self.record["defense"][name] = run_removal(name, task)
+        runs = [e.asr for e in rec.runs]
+        self.log(f"{REMOVALS[name].label} ({len(runs)} retraining{'s' if len(runs) > 1 else ''}): ASR mean {sum(runs) / len(runs):.3f}, "
+                 f"worst {max(runs):.3f}, accuracy {sum(e.accuracy for e in rec.runs) / len(runs):.3f}")
         return rec
 
-    def ideal(self) -> Evaluation | None:
-        "Retraining with the original trigger, with the shared recipe."
-        cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        if self.trigger is None or not cfg.removal: return None
-        with self._timed("ideal"):
-            rec, _ = ideal_defense(model, self.pool, self.held, self.trigger, cfg.recipe, cfg.seed, self.device, cfg.retrain_seeds, self.family, self.floor)
-        self.record["defense"].ideal = rec
-        self.log(f"ideal: accuracy {rec.accuracy:.3f}, ASR {rec.asr:.3f}")
-        return rec
+    def removals(self) -> dict:
+        "Every defense of `defenses` in turn (`remove`): name -> result."
+        return {name: self.remove(name) for name in self.cfg.defenses}
 
     def neural_cleanse(self) -> NCDetection | None:
         "With `neural_cleanse`: Neural Cleanse's detector on every class (a reversed pattern and mask each, the anomaly index of their norms)."
@@ -398,7 +399,7 @@ def figures(self: Run) -> dict:
 @patch
 def finish(self: Run) -> RunRecord:
     "Write `metrics.json` (last: its presence marks the run finished) and return the record."
-    self.timing["defense"] = sum(self.timing.get(k, 0.0) for k in ("mesa", "baseline", "ideal"))   # all removal work
+    self.timing["defense"] = sum(self.timing.get(k, 0.0) for k in ("mesa", *REMOVALS))   # all removal work
     rec = RunRecord(**self.record, timing=self.timing, environment=self.dir.environment, path=str(self.path/"metrics.json"))
     measured = {id(s): s for v in rec.surfaces().values() for s in v}                               # (the chosen repair is also a candidate)
     self.timing["surface"] = sum(s.seconds or 0.0 for s in measured.values()) + (self.report.timing.get("choice", 0.0) if self.report else 0.0)
@@ -412,6 +413,6 @@ def run_experiment(cfg: RunConfig, figures: bool = True, log=print) -> RunRecord
     done = finished(Path(cfg.out_dir or "")/run_name(cfg), cfg) if cfg.out_dir else None
     if done is not None: log(f"{run_name(cfg)}: finished earlier, skipping"); return done
     run = Run(cfg, log)
-    run.attack(); run.defend(); run.baseline(); run.ideal(); run.neural_cleanse()
+    run.attack(); run.defend(); run.removals(); run.neural_cleanse()
     if figures: run.figures(); plt.close("all")
     return run.finish()

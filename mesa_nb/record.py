@@ -9,11 +9,11 @@ import os
 from dataclasses import dataclass, field
 
 from .core import JsonRecord, check, read_json, write_json
-from .defense import Baseline, Candidate, Coverage, Detection, Evaluation, NCDetection, Repaired, Surface
+from .defense import REMOVALS, Baseline, Candidate, Coverage, Detection, Evaluation, NCDetection, Repaired, Surface
 from .threat import TriggerFamily
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'RunRecord']
+__all__ = ['SCHEMA_VERSION', 'TYPED', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'RunRecord']
 
 # %% ../nbs/09_record.ipynb #705df702
 SCHEMA_VERSION = 2
@@ -53,11 +53,22 @@ class HeldOut(JsonRecord):
 
 @dataclass
 class Defenses(JsonRecord):
-    "After-defense results for the true target: MESA's candidates, the single-trigger baseline, the ideal."
+    "After-defense results for the true target: MESA's candidates, and every registered defense beside it (`defense.REMOVALS`) by name."
     mesa: dict[str, Candidate] = field(default_factory=dict)  # level ("0.5", ...) or "ensemble" -> the repaired model's numbers
     baseline: Baseline | None = None
     ideal: Repaired | None = None
     chosen: str | None = None     # the MESA candidate `defend` returned ("0.9", "ensemble", ...): Step 3 by the residual surface
+    others: dict[str, Repaired] = field(default_factory=dict)  # the other registered defenses ("finetune", ...) -> their result
+
+    def __getitem__(self, name: str):
+        "A registered defense's result by its name (`REMOVALS`): `defense['baseline']`, `defense['finetune']`; None when not run."
+        check(name in REMOVALS, f"unknown defense {name!r}: use one of {sorted(REMOVALS)}")
+        return getattr(self, name) if name in TYPED else self.others.get(name)
+
+    def __setitem__(self, name: str, result):
+        check(name in REMOVALS, f"unknown defense {name!r}: use one of {sorted(REMOVALS)}")
+        if name in TYPED: setattr(self, name, result)
+        else: self.others[name] = result
 
     def methods(self) -> dict[str, list[Evaluation]]:
         "Every method's evaluations (one per retraining: the baseline's runs, each repair's seeds), named as tables and figures show them."
@@ -65,9 +76,12 @@ class Defenses(JsonRecord):
         out = {f"MESA β={k}": self.mesa[k].runs for k in levels}
         if "ensemble" in self.mesa: out["MESA ensemble"] = self.mesa["ensemble"].runs
         if self.chosen in self.mesa: out["MESA chosen"] = self.mesa[self.chosen].runs
-        if self.baseline is not None: out["baseline"] = list(self.baseline.runs)
-        if self.ideal is not None: out["ideal"] = self.ideal.runs
+        for name, d in REMOVALS.items():                       # the registry's order
+            if (r := self[name]) is not None: out[d.label] = list(r.runs)
         return out
+
+
+TYPED = ("baseline", "ideal")   # registered defenses with a field of their own in the record (the others sit in `others`)
 
 # %% ../nbs/09_record.ipynb #cf8ef533
 @dataclass(kw_only=True)

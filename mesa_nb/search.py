@@ -409,7 +409,7 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
     forms = [p[2] for p in pairs] if masked else None
     t0 = time.perf_counter()
     with frozen(model, dev) as m:
-        Fk = ClassifierTest(m, ds, t_k, trigger_shape, location, jitter, seed, dev, chunk, ob.trigger_images)
+        Fk = ClassifierTest(fused(m), ds, t_k, trigger_shape, location, jitter, seed, dev, chunk, ob.trigger_images)   # BatchNorm folded: a frozen classifier
         sm = SubModels(math.prod(trigger_shape), b_k, alpha, networks, lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
                        critic_steps=ob.critic_steps,
                        **(mask_terms(trigger_shape, ob.area, torch.tensor([f == "blend" for f in forms], device=dev), ob.blend_area) if masked else {}))

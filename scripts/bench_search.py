@@ -7,8 +7,11 @@
            noise, generator, stamping on freshly drawn defender images, classifier forward and backward,
            generator update, MINE critic update.
     The ratio step / floor is the search's overhead (target: at most 1.15x).
+    The search scores triggers on a copy of the frozen classifier with BatchNorm folded into its convolutions
+    (`models.fused`); the floor is that copy's pass too.
 (2) K = 10 generators (one per class, the detection case) trained side by side, one classifier pass over
     the 10 x 128 concatenated batch, against 10 separate K = 1 searches each taking one step.
+(3) one search step on the classifier as it trains (BatchNorm kept) against the folded copy the search uses.
 Pairs are timed in alternating rounds and the median round is reported.
 Run: python scripts/bench_search.py [--device cpu|cuda] [--rounds 5] [--resnet-k10]
 """
@@ -20,7 +23,7 @@ from mesa_nb.core import as_device
 from mesa_nb.data import ImageSet
 from mesa_nb.search import OBJECTIVES, ClassifierTest, frozen, normalized_images
 from mesa_nb.mesa import Networks, SubModels
-from mesa_nb.models import build_model, forward
+from mesa_nb.models import build_model, forward, fused
 from mesa_nb.threat import stamp
 
 from bench_train import print_header, timed_pair   # the shared timer (this folder)
@@ -36,7 +39,8 @@ def bench_floor(name, size, device, rounds, batch=128, objective="paper"):
     torch.manual_seed(0)
     ds = fake_images(1024, size)
     ob = OBJECTIVES[objective]
-    with frozen(build_model(name), device) as model:
+    with frozen(build_model(name), device) as bare:
+        model = fused(bare)                                                   # what `search` scores triggers on
         # the same 128 stamped images per step either way: `maxent` scores 32 triggers on 4 images each
         Fk = ClassifierTest(model, ds, [0], seed=0, device=device, trigger_images=ob.trigger_images)
         sm = SubModels(27, [0.8], seed=0, device=device, entropy=ob.entropy, slack=ob.slack)   # paper widths: noise 64, 512, 512
@@ -54,6 +58,19 @@ def bench_floor(name, size, device, rounds, batch=128, objective="paper"):
         t_floor, t_step = timed_pair(floor, step, device, rounds)
     print(f"| {name} | {objective} | {size}x{size} | {batch} | {t_floor * 1e3:,.1f} ms | {t_step * 1e3:,.1f} ms | {t_step / t_floor:.3f}x |")
     return t_step / t_floor
+
+
+def bench_fold(name, size, device, rounds, batch=128):
+    "One maxent search step on the classifier with BatchNorm kept, against the folded copy the search uses."
+    torch.manual_seed(0)
+    ds = fake_images(1024, size)
+    ob = OBJECTIVES["maxent"]
+    with frozen(build_model(name), device) as bare:
+        tests = [ClassifierTest(m, ds, [0], seed=0, device=device, trigger_images=ob.trigger_images) for m in (bare, fused(bare))]
+        sms = [SubModels(27, [0.8], seed=0, device=device, entropy=ob.entropy, slack=ob.slack) for _ in tests]
+        t_kept, t_folded = timed_pair(lambda: sms[0].step(tests[0], batch // ob.trigger_images),
+                                      lambda: sms[1].step(tests[1], batch // ob.trigger_images), device, rounds)
+    print(f"| {name} | {size}x{size} | {t_kept * 1e3:,.1f} ms | {t_folded * 1e3:,.1f} ms | {t_kept / t_folded:.2f}x |")
 
 
 def bench_side_by_side(name, size, device, rounds, k=10, batch=128, hidden=512):
@@ -90,6 +107,10 @@ def main():
         bench_floor("resnet18", 32, device, a.rounds, objective=ob)      # the paper preset's classifier
         bench_floor("smallcnn", 32, device, a.rounds, objective=ob)      # the cpu preset's (CIFAR-10)
         bench_floor("smallcnn", 16, device, a.rounds, objective=ob)      # the quick preset's (digits)
+    print("\n(3) one search step with BatchNorm kept against the folded classifier the search uses\n")
+    print("| model | input | BatchNorm kept | folded | speedup |")
+    print("|---|---|---|---|---|")
+    for name, size in (("resnet18", 32), ("smallcnn", 32), ("smallcnn", 16)): bench_fold(name, size, device, a.rounds)
     print("\n(2) K = 10 generators side by side against 10 separate searches (one step each)\n")
     print("| model | input | generator width | samples | 10 separate steps | side by side | speedup | side by side / one K=1 step |")
     print("|---|---|---|---|---|---|---|---|")

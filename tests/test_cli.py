@@ -40,6 +40,12 @@ def test_demo_main_job(tmp_path):
     nb = json.loads((run/"run.ipynb").read_text())
     assert any(c.get("outputs") for c in nb["cells"])                    # the executed notebook, with its outputs
     assert "| after MESA ensemble |" in r.stdout and "flagged [0]" in r.stdout
+    # the README shows exactly what the demo prints (it runs on two threads everywhere, so its numbers are the same)
+    printed = r.stdout[r.stdout.index("| | clean accuracy"):r.stdout.index("\n\nrun folder:")]
+    readme = (ROOT/"README.md").read_text(encoding="utf-8")
+    shown = readme[readme.index("| | clean accuracy"):]
+    shown = shown[:shown.index("\n```")]
+    assert printed == shown, "the README's demo table is not what `make demo` prints: paste the printed table into the README"
 
 
 def test_run_end_to_end_and_settings_guard(tmp_path):
@@ -316,6 +322,7 @@ def test_batch_on_a_dask_local_cluster(tmp_path):
     ("run", ["--retrain-schedule", "bogus"], "unknown retrain_schedule 'bogus'"),
     ("run", ["--surface-family", "squares"], "setting surface_family (--surface-family): unknown trigger family 'squares'"),
     ("run", ["--surface-family", "20x20"], "a family of 20x20 triggers does not fit the 16x16 images"),
+    ("run", ["--defenses", "ideal", "pruning"], "setting defenses (--defenses) names unknown defense 'pruning': use some of ['baseline', 'finetune', 'ideal']"),
 ])
 def test_every_setting_is_checked_before_any_work(tmp_path, capsys, cmd, args, message):
     from mesa_nb.cli import main

@@ -120,10 +120,12 @@ def test_every_method_is_judged_on_the_same_held_out_images(tmp_path, monkeypatc
         return real(model, held, *a, **kw)
 
     monkeypatch.setattr(defense, "evaluate", spy); monkeypatch.setattr(experiment, "evaluate", spy)
-    run = Run(make_config("smoke", out_dir=str(tmp_path), device="cpu", save_models=False), log=lambda *a: None)
-    run.clean(); run.attack(); run.defend(); run.baseline(); run.ideal()
-    # clean + attack + the backdoored model before repair (its surface, in `defend`) + 4 MESA candidates + baseline runs + ideal
-    assert len(seen) == 2 + 1 + 4 + run.cfg.baseline_runs + 1
+    run = Run(make_config("smoke", out_dir=str(tmp_path), device="cpu", save_models=False, defenses=["baseline", "ideal", "finetune"]),
+              log=lambda *a: None)
+    run.clean(); run.attack(); run.defend(); run.removals()
+    # clean + attack + the backdoored model before repair (its surface, in `defend`) + 4 MESA candidates + baseline runs + ideal + fine-tuning
+    assert len(seen) == 2 + 1 + 4 + run.cfg.baseline_runs + 1 + 1
+    assert list(run.record["defense"].methods())[-2:] == ["ideal", "fine-tuning"]
     assert set(seen) == {run.held.digest()} == {run.record["evaluation"].held} == {run.report.settings["held"]}
 
 
