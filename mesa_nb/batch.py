@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from .core import MesaError, RunBusy, as_device, check, one_line, run_lock, write_json
-from .data import find_dataset_dir, load_dataset
-from .experiment import CLASSES, IMAGE_SHAPES, RunConfig, clean_model, clean_path, finished, run_name
+from .data import CLASSES, IMAGE_SHAPES, find_dataset_dir, load_dataset
+from .experiment import RunConfig, clean_model, clean_path, finished, run_name
 from .record import RunRecord
 from .threat import CANONICAL_IDS
 

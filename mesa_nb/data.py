@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from .core import MesaError, as_device, check
 
 # %% auto #0
-__all__ = ['DIGITS_CLASSES', 'CIFAR', 'DATASETS', 'ImageSet', 'channel_stats', 'load_digits', 'SafeUnpickler', 'read_pickle',
-           'default_data_root', 'find_dataset_dir', 'load_cifar', 'md5sum', 'extract_archive', 'download_cifar',
-           'load_dataset', 'random_split', 'Split', 'defender_split', 'to_float', 'normalize', 'augment', 'batches']
+__all__ = ['DIGITS_CLASSES', 'CIFAR', 'DATASETS', 'CLASSES', 'IMAGE_SHAPES', 'ImageSet', 'channel_stats', 'load_digits',
+           'SafeUnpickler', 'read_pickle', 'default_data_root', 'find_dataset_dir', 'load_cifar', 'md5sum',
+           'extract_archive', 'download_cifar', 'load_dataset', 'as_image_set', 'random_split', 'Split',
+           'defender_split', 'to_float', 'normalize', 'augment', 'batches']
 
 # %% ../nbs/01_data.ipynb #87aee900
 @dataclass
@@ -283,6 +284,8 @@ def download_cifar(name: str = "cifar10",                   # "cifar10" or "cifa
 
 # %% ../nbs/01_data.ipynb #4a6d7133
 DATASETS = ("digits", "cifar10", "cifar100")
+CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}                                     # classes per dataset
+IMAGE_SHAPES = {"digits": (3, 16, 16), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}     # (C, H, W) as `load_dataset` gives them
 
 
 def load_dataset(name: str,                              # "digits", "cifar10" or "cifar100"
@@ -292,6 +295,28 @@ def load_dataset(name: str,                              # "digits", "cifar10" o
     "A dataset split by name."
     check(name in DATASETS, f"unknown dataset {name!r}: use one of {DATASETS}")
     return load_digits(split) if name == "digits" else load_cifar(name, split, root)
+
+
+def as_image_set(images: torch.Tensor,        # (N, C, H, W) uint8, or float pixels in [0, 1]
+                 labels: torch.Tensor,        # (N,) class indices
+                 num_classes: int,
+                 mean=None, std=None,         # the model's normalization; computed from the images when None
+                 name: str = "defender") -> ImageSet:
+    "The user's images and labels as an `ImageSet`."
+    images, labels = torch.as_tensor(images), torch.as_tensor(labels)
+    check((mean is None) == (std is None), "give the model's normalization as both mean and std, or neither (then both come from the images)")
+    for k, v in (("mean", mean), ("std", std)):
+        check(v is None or all(np.isfinite(float(a)) for a in torch.as_tensor(v).reshape(-1)), f"{k} must be finite numbers; got {v}")
+    check(not labels.is_floating_point() or bool((labels == labels.round()).all()),
+          "labels must be class indices; got non-integer values (a float label is never rounded silently)")
+    check(not len(labels) or int(labels.min()) >= 0, f"labels must be class indices >= 0; got {int(labels.min()) if len(labels) else ''}")
+    check(images.ndim == 4, f"images must be a 4-D (N, C, H, W) batch; got shape {tuple(images.shape)}")
+    if images.is_floating_point():
+        check(bool(torch.isfinite(images).all()) and images.min() >= 0 and images.max() <= 1,
+              "float images must be raw pixels in [0, 1] (the model's normalization is applied by the library; pass mean/std)")
+        images = (images * 255).round().to(torch.uint8)
+    check(images.dtype == torch.uint8, f"images must be uint8 or float in [0, 1]; got {images.dtype}")
+    return ImageSet(images.contiguous(), labels.long().reshape(-1), [str(c) for c in range(num_classes)], mean, std, name)
 
 # %% ../nbs/01_data.ipynb #f6f9d5cd
 def random_split(ds: ImageSet,

@@ -17,19 +17,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .core import JsonRecord, NonFiniteError, as_device, check, environment, generator
-from .data import ImageSet, Split, batches, defender_split, normalize, to_float
+from .data import ImageSet, Split, as_image_set, batches, defender_split, normalize, to_float
 from .search import (AREA, MASKS, check_masks, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
-from .threat import Trigger, TriggerFamily, attack_success_rate, stamp, stamp_some, trigger_family, trigger_outcomes
+from .threat import Trigger, TriggerFamily, attack_success_rate, check_fits, stamp, stamp_some, trigger_family, trigger_outcomes
 
 # %% auto #0
 __all__ = ['MASK_MARGIN', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes', 'fixed_sampler', 'bank_sampler',
            'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun',
            'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense', 'RemovalTask',
-           'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse', 'as_image_set',
-           'DefenseReport', 'choose_repair', 'surface_noise', 'defend', 'Coverage', 'coverage']
+           'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse', 'DefenseReport',
+           'choose_repair', 'surface_noise', 'defend', 'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -117,9 +117,6 @@ def unlearn(model: nn.Module,               # the suspect model; a repaired copy
         schedule=recipe.schedule, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, augmentation=recipe.augmentation,
         transform=transform, device=device)
     return repaired
-
-
-
 
 # %% ../nbs/08_defense.ipynb #3c7cb9b5
 def _rate(need, name, v):
@@ -280,8 +277,8 @@ def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
     device = as_device(device)
     C = ds.shape[0]
     check(0 <= target < ds.num_classes, f"target class {target} is outside the label range [0, {ds.num_classes})")
-    check(shape[0] in (C, C + 1) and shape[1] <= ds.shape[1] and shape[2] <= ds.shape[2],
-          f"trigger shape {shape} does not fit the {ds.shape} images")
+    check(shape[0] in (C, C + 1), f"trigger shape {shape} has {shape[0]} channels; the images have {C}: use {C}, or {C + 1} with a mask")
+    check_fits(*shape[1:], ds.shape[1:])
     check(len(ds) >= batch_size, f"{len(ds)} images are fewer than one batch ({batch_size}): lower batch_size or add images")
     g = torch.Generator().manual_seed(seed)
     p = torch.rand(shape, generator=g).to(device).requires_grad_(True)       # (C, h, w) in [0, 1], (C+1, h, w) with a mask
@@ -441,26 +438,7 @@ def neural_cleanse(model: nn.Module, ds: ImageSet,
     return NCDetection(norms, a.tolist(), threshold, [int(c) for c in (a > threshold).nonzero().flatten()])
 
 # %% ../nbs/08_defense.ipynb #4e0adf58
-def as_image_set(images: torch.Tensor,        # (N, C, H, W) uint8, or float pixels in [0, 1]
-                 labels: torch.Tensor,        # (N,) class indices
-                 num_classes: int,
-                 mean=None, std=None,         # the model's normalization; computed from the images when None
-                 name: str = "defender") -> ImageSet:
-    "The user's images and labels as an `ImageSet`."
-    images, labels = torch.as_tensor(images), torch.as_tensor(labels)
-    check((mean is None) == (std is None), "give the model's normalization as both mean and std, or neither (then both come from the images)")
-    for k, v in (("mean", mean), ("std", std)):
-        check(v is None or all(math.isfinite(float(a)) for a in torch.as_tensor(v).reshape(-1)), f"{k} must be finite numbers; got {v}")
-    check(not labels.is_floating_point() or bool((labels == labels.round()).all()),
-          "labels must be class indices; got non-integer values (a float label is never rounded silently)")
-    check(not len(labels) or int(labels.min()) >= 0, f"labels must be class indices >= 0; got {int(labels.min()) if len(labels) else ''}")
-    check(images.ndim == 4, f"images must be a 4-D (N, C, H, W) batch; got shape {tuple(images.shape)}")
-    if images.is_floating_point():
-        check(bool(torch.isfinite(images).all()) and images.min() >= 0 and images.max() <= 1,
-              "float images must be raw pixels in [0, 1] (the model's normalization is applied by the library; pass mean/std)")
-        images = (images * 255).round().to(torch.uint8)
-    check(images.dtype == torch.uint8, f"images must be uint8 or float in [0, 1]; got {images.dtype}")
-    return ImageSet(images.contiguous(), labels.long().reshape(-1), [str(c) for c in range(num_classes)], mean, std, name)
+#| export
 
 # %% ../nbs/08_defense.ipynb #aee1f23e
 @dataclass
@@ -529,8 +507,7 @@ def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha
     check(0 < threshold < 1, f"threshold must be a mean ASR in (0, 1); got {threshold}")
     check(math.isfinite(alpha) and alpha >= 0, f"alpha must be a finite number >= 0; got {alpha}")
     check(int(batch) == batch >= 1, f"batch must be an integer >= 1; got {batch}")
-    check(1 <= h <= search_ds.shape[1] and 1 <= w <= search_ds.shape[2],
-          f"trigger size {h}x{w} must be at least 1x1 and no larger than the {search_ds.shape[1]}x{search_ds.shape[2]} images")
+    check_fits(h, w, search_ds.shape[1:])
     check(classes is None or len({int(c) for c in classes}) == len(classes), f"classes to repair {list(classes or [])} repeat a class; give each once")
     check(len(search_ds) >= batch, f"{len(search_ds)} search images (of {len(search_ds) + len(held)} defender images) are fewer than one batch of {batch}: "
                                    "give more images or lower batch")

@@ -20,7 +20,7 @@ import torch
 from fastcore.basics import patch
 
 from .core import MesaError, RunDir, as_device, check, read_json, seed_everything
-from .data import DATASETS, defender_split, load_dataset
+from .data import CLASSES, DATASETS, IMAGE_SHAPES, defender_split, load_dataset
 from .defense import (CHOICES, REMOVALS, Evaluation, NCDetection, RemovalTask, Retrain, coverage, defend, evaluate, neural_cleanse,
                              run_removal)
 from .search import AREA, BLEND_AREA, as_objective, check_ensemble
@@ -30,14 +30,10 @@ from .threat import LOCATIONS, backdoor, family_size, parse_trigger, trigger_fam
 from .viz import embed, plot_detection, plot_embedding, plot_surface_shift, plot_training_curves, plot_trigger_grid, save_figures
 
 # %% auto #0
-__all__ = ['CLASSES', 'IMAGE_SHAPES', 'PRESETS', 'CLEAN_FIELDS', 'MACHINE_FIELDS', 'RunConfig', 'make_config', 'run_name',
-           'settings', 'finished', 'clean_path', 'clean_model', 'Run', 'run_experiment']
+__all__ = ['PRESETS', 'CLEAN_FIELDS', 'MACHINE_FIELDS', 'RunConfig', 'make_config', 'run_name', 'settings', 'finished',
+           'clean_path', 'clean_model', 'Run', 'run_experiment']
 
 # %% ../nbs/11_experiment.ipynb #3286f7a8
-CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
-IMAGE_SHAPES = {"digits": (3, 16, 16), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}   # (C, H, W) as `load_dataset` gives them
-
-
 def _finite(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 def _count(lo: int): return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
 

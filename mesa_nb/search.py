@@ -19,7 +19,7 @@ from .data import ImageSet, to_float
 from .mine import knn_entropy
 from .models import forward, fused, prepare
 from .mesa import Networks, SubModels, check_levels, mixture_weights, sample_mixture, validity
-from .threat import Trigger, stamp
+from .threat import Trigger, check_fits, stamp
 
 # %% auto #0
 __all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'check_masks',
@@ -57,8 +57,7 @@ def _check_shape(trigger_shape, ds: ImageSet) -> tuple[int, int, int]:
     check(len(trigger_shape) == 3, f"trigger_shape must be (C, h, w); got {trigger_shape!r}")
     c, h, w = (int(v) for v in trigger_shape)
     check(c in (C, C + 1), f"the trigger has {c} channels but the images have {C}: use trigger_shape=({C}, h, w), or ({C + 1}, h, w) with an opacity mask")
-    check(1 <= h <= H and 1 <= w <= W,
-          f"trigger of size {h}x{w} is larger than the {H}x{W} images: use a smaller trigger_shape or larger images")
+    check_fits(h, w, (H, W))
     return c, h, w
 
 

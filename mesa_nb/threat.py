@@ -15,12 +15,20 @@ from .data import ImageSet
 from .models import fit, predict
 
 # %% auto #0
-__all__ = ['CANONICAL_IDS', 'TRIGGER_FORMS', 'FAMILY_SEED', 'FAMILIES', 'LOCATIONS', 'Trigger', 'pattern_bits', 'pattern_number',
-           'orbit', 'canonical_trigger', 'color_trigger', 'bw_trigger', 'blend_trigger', 'parse_trigger',
-           'trigger_spec', 'TriggerFamily', 'trigger_family', 'family_size', 'trigger_locations', 'stamp', 'stamp_some',
-           'poison', 'Poison', 'trigger_outcomes', 'attack_success_rate', 'backdoor']
+__all__ = ['CANONICAL_IDS', 'TRIGGER_FORMS', 'FAMILY_SEED', 'FAMILIES', 'LOCATIONS', 'check_fits', 'Trigger', 'pattern_bits',
+           'pattern_number', 'orbit', 'canonical_trigger', 'color_trigger', 'bw_trigger', 'blend_trigger',
+           'parse_trigger', 'trigger_spec', 'TriggerFamily', 'trigger_family', 'family_size', 'trigger_locations',
+           'stamp', 'stamp_some', 'poison', 'Poison', 'trigger_outcomes', 'attack_success_rate', 'backdoor']
 
 # %% ../nbs/03_threat.ipynb #fe1a81ce
+def check_fits(h: int, w: int,           # a trigger's (or a family's) height and width
+               image_hw: tuple[int, int],  # the images' (H, W)
+               what: str = "trigger"):     # what is checked, as the message names it
+    "Refuse a size that is empty or larger than the images, naming the sizes that fit: the one check of it everywhere."
+    H, W = image_hw
+    check(1 <= h <= H and 1 <= w <= W, f"{what} of size {h}x{w} does not fit the {H}x{W} images: use a size from 1x1 to {H}x{W}")
+
+
 @dataclass
 class Trigger:
     "A backdoor trigger: pattern (C, h, w) in [0, 1], an optional opacity mask (h, w), target class, and where it came from."
@@ -226,7 +234,7 @@ def trigger_family(image_shape: tuple[int, int, int],          # (C, H, W) of th
     pats = {}
     if trigger_size is not None:
         h, w = (trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)
-        check(1 <= h <= H and 1 <= w <= W, f"a family of {h}x{w} triggers does not fit the {H}x{W} images: use a size from 1x1 to {H}x{W}")
+        check_fits(h, w, (H, W), "a family of triggers")
         numbers = torch.arange(2 ** (h * w)) if h * w <= 9 and 2 ** (h * w) <= n else None
         bw = _bits(numbers, h, w) if numbers is not None else torch.randint(0, 2, (n, h, w), generator=g).float()
         pats["black-and-white"] = bw[:, None].expand(-1, C, -1, -1).contiguous()
@@ -260,8 +268,7 @@ def family_size(spec: str,                                   # "auto", "unknown"
         check(len(size) == 2, f"unknown trigger family {spec!r}: use {FAMILIES}")
     if isinstance(size, int): size = (size, size)
     _, H, W = image_shape
-    check(size is None or (1 <= size[0] <= H and 1 <= size[1] <= W),
-          f"a family of {size[0]}x{size[1]} triggers does not fit the {H}x{W} images: use a size from 1x1 to {H}x{W}" if size else "")
+    if size is not None: check_fits(*size, (H, W), "a family of triggers")
     return size
 
 # %% ../nbs/03_threat.ipynb #7103d2eb
@@ -273,7 +280,7 @@ def trigger_locations(n: int, image_hw: tuple[int, int], trigger_hw: tuple[int, 
                       generator: torch.Generator | None = None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     "Top-left (rows, cols) of the patch for `n` images, each (n,) int64, by the given rule."
     (H, W), (h, w) = image_hw, trigger_hw
-    check(h <= H and w <= W, f"trigger of size {h}x{w} is larger than the {H}x{W} images: use a smaller trigger or larger images")
+    check_fits(h, w, (H, W))
     dev = generator.device if generator is not None else as_device(device)
     if isinstance(location, str):
         check(location in LOCATIONS, f"unknown location {location!r}: use one of {LOCATIONS} or a (row, col) pair")
@@ -352,8 +359,7 @@ def _check_target(trigger: Trigger, ds: ImageSet):
     check(trigger.target < ds.num_classes,
           f"target class {trigger.target} is outside the label range [0, {ds.num_classes}) of {ds.name or 'the data'}")
     check(trigger.pattern.shape[0] == ds.shape[0], f"trigger has {trigger.pattern.shape[0]} channels, images have {ds.shape[0]}")
-    check(trigger.size[0] <= ds.shape[1] and trigger.size[1] <= ds.shape[2],
-          f"trigger of size {trigger.size[0]}x{trigger.size[1]} is larger than the {ds.shape[1]}x{ds.shape[2]} images")
+    check_fits(*trigger.size, ds.shape[1:])
 
 
 def trigger_outcomes(model: nn.Module, ds: ImageSet, trigger: Trigger,

@@ -95,10 +95,10 @@ def test_corrupt_run_record(tmp_path):
 
 def test_trigger_larger_than_image():
     imgs = torch.zeros(2, 3, 16, 16)
-    with pytest.raises(MesaError, match="trigger of size 17x17 is larger than the 16x16 images"):
+    with pytest.raises(MesaError, match="trigger of size 17x17 does not fit the 16x16 images"):
         stamp(imgs, torch.zeros(3, 17, 17))
     test = load_digits("test")
-    with pytest.raises(MesaError, match="larger than the 16x16 images"):
+    with pytest.raises(MesaError, match="does not fit the 16x16 images"):
         attack_success_rate(build_model("smallcnn"), test, Trigger(torch.zeros(3, 20, 20)))
 
 

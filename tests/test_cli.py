@@ -321,7 +321,7 @@ def test_batch_on_a_dask_local_cluster(tmp_path):
     ("run", ["--surface-images", "0"], "setting surface_images (--surface-images) must be an integer >= 1"),
     ("run", ["--retrain-schedule", "bogus"], "unknown retrain_schedule 'bogus'"),
     ("run", ["--surface-family", "squares"], "setting surface_family (--surface-family): unknown trigger family 'squares'"),
-    ("run", ["--surface-family", "20x20"], "a family of 20x20 triggers does not fit the 16x16 images"),
+    ("run", ["--surface-family", "20x20"], "a family of triggers of size 20x20 does not fit the 16x16 images"),
     ("run", ["--defenses", "ideal", "pruning"], "setting defenses (--defenses) names unknown defense 'pruning': use some of ['baseline', 'finetune', 'ideal']"),
 ])
 def test_every_setting_is_checked_before_any_work(tmp_path, capsys, cmd, args, message):

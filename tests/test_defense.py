@@ -90,7 +90,7 @@ def test_defend_bad_input():
     from mesa_nb.defense import defend
     test = load_digits("test")
     model = build_model("smallcnn")
-    with pytest.raises(MesaError, match="larger than the 16x16 images"):
+    with pytest.raises(MesaError, match="does not fit the 16x16 images"):
         defend(model, test.images, test.labels, 10, trigger_size=20)
     with pytest.raises(MesaError, match="fewer than one batch"):
         defend(model, test.images[:100], test.labels[:100], 10)

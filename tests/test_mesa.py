@@ -41,9 +41,9 @@ def test_wrong_number_of_classes(digits):
 
 
 def test_trigger_larger_than_images(digits):
-    with pytest.raises(MesaError, match="larger than the 16x16 images"):
+    with pytest.raises(MesaError, match="does not fit the 16x16 images"):
         search(build_model("smallcnn"), digits[0], 0, trigger_shape=(3, 17, 17), **TINY)
-    with pytest.raises(MesaError, match="larger than the 16x16 images"):
+    with pytest.raises(MesaError, match="does not fit the 16x16 images"):
         trigger_asr(build_model("smallcnn"), digits[0], torch.rand(4, 3, 20, 20), 0)
 
 
