@@ -36,7 +36,7 @@ def _commit() -> str:
 
 def _provenance(commands: list[str], folder: Path) -> str:
     cmd = "\n".join(commands)
-    return (f"```bash\n{cmd}\n```\n\n*Regenerated from the records in `{folder.name}/` by `python scripts/results_page.py` at commit "
+    return (f"```bash\n{cmd}\n```\n\n*Regenerated from `{folder.name}` by `python scripts/results_page.py` at commit "
             f"{_commit()} on {datetime.date.today().isoformat()}.*\n")
 
 
@@ -78,11 +78,22 @@ def calibration_block(folder: Path, commands: list[str], **_) -> str | None:
     return _provenance(commands, folder) + "\n" + buf.getvalue().strip() + "\n"
 
 
+def output_block(path: Path, commands: list[str], **_) -> str | None:
+    "A script's printed output, kept in a file by the command that made it (`... > FILE`)."
+    if not path.is_file():
+        return None
+    return _provenance(commands, path) + "\n```\n" + path.read_text(encoding="utf-8").strip() + "\n```\n"
+
+
 PATH = "PATH/TO/cifar-10-batches-py"
 BLOCKS = {   # name -> (folder under --outputs, how to render it, the commands that made the records)
     "cifar10-eval": ("cifar-eval", batch_block, [
-        f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger 0 7 color:1 bw:3:4 blend:1:0.1 2 1 5 94 97 color:2 30 none --workers 1 --out outputs/cifar-eval",
+        f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger 0 7 color:1 bw:3:4 none --choose surface --workers 1 --out outputs/cifar-eval",
+        f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger blend:1:0.1 2 1 5 94 97 color:2 30 --workers 1 --out outputs/cifar-eval",
         f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger none --seeds 1 --workers 1 --out outputs/cifar-eval"]),
+    "cifar10-eval-surface-check": ("surface-check.log", output_block, [
+        "python scripts/surface_check.py outputs/cifar-eval/cifar10-smallcnn-{0,1,2,5,7,30,94,97,color1,color2}-t0-s0 --images 128 "
+        f"--data-dir {PATH} > outputs/surface-check.log"]),
     "calibration-cifar10": ("calibration", calibration_block, [
         f"python scripts/calibrate_recipe.py --data-dir {PATH} --seeds 0 1"]),
     "calibration-digits": ("calibration-digits", calibration_block, [

@@ -3,7 +3,7 @@
 A run measures every model's surface on `surface_images` stamped images per member (16 for the `cpu` preset), so one
 image is 6.2 points and the largest excess over 1,024 members is mostly noise. This script reloads, for each run
 folder given, the clean model (cached beside the runs) and the repaired model the run saved (`repaired.safetensors`:
-the chosen repair, the uniform ensemble by default, its first retraining seed), draws the run's own trigger family and
+the chosen repair, named in the output: the uniform ensemble by default, its first retraining seed), draws the run's own trigger family and
 held-out split, and measures both on `--images` stamped images per member (the same images for both models). Printed
 per run: the largest excess over the clean model, the number of members more than 10 points above it, and how many of
 those remain above +10 points by more than two standard errors of their paired difference; with `--backdoored`, the
@@ -65,7 +65,8 @@ def main(argv=None) -> int:
         floor = floors[fkey]
         rep = surface(load_model(run/"repaired.safetensors", "cpu"), held, family, cfg.target, cfg.location, floor)
         print(f"{run.name} ({family.kind}, {len(floor.asr)} members × {a.images} images, {time.perf_counter() - t0:.0f} s)")
-        print("  " + excess_line("repaired", rep, floor, a.images))
+        chosen = read_json(run/"metrics.json").get("defense", {}).get("chosen")
+        print("  " + excess_line(f"repaired ({'β=' + chosen if chosen and chosen != 'ensemble' else 'ensemble'})", rep, floor, a.images))
         if a.backdoored:
             bd = surface(load_model(run/"backdoored.safetensors", "cpu"), held, family, cfg.target, cfg.location, floor)
             print("  " + excess_line("backdoored", bd, floor, a.images))
