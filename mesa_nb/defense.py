@@ -27,9 +27,9 @@ from .threat import Trigger, TriggerFamily, attack_success_rate, check_fits, sta
 # %% auto #0
 __all__ = ['MASK_MARGIN', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes', 'fixed_sampler', 'bank_sampler',
            'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun',
-           'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'ideal_defense', 'baseline_defense', 'RemovalTask',
-           'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse', 'DefenseReport',
-           'choose_repair', 'surface_noise', 'defend', 'Coverage', 'coverage']
+           'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'retrained', 'ideal_defense', 'baseline_defense',
+           'RemovalTask', 'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse',
+           'DefenseReport', 'choose_repair', 'surface_noise', 'defend', 'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -299,6 +299,21 @@ def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
     return Trigger(p[:C], target, f"reversed:{seed}", "reversed", seed, p[C] if masked else None)
 
 
+def retrained(model: nn.Module, search: ImageSet, held: ImageSet,
+              sampler: Sampler | None,               # where stamped triggers come from (None: nothing stamped)
+              original: Trigger | None, recipe: Retrain = Retrain(), seed: int = 0, device=None,
+              seeds: int = 1,                        # retrainings, each judged; the first is the returned model
+              family: TriggerFamily | None = None,   # measure the first retraining's surface on this family
+              target: int | None = None,             # the class the surface is measured towards
+              floor: Surface | None = None,          # the clean model's surface (each member's excess)
+              ) -> tuple[Repaired, nn.Module]:
+    "Retrain `model` with `sampler` once per seed and judge each on `held`: (the judged repair with its repeats, the first repaired model)."
+    check(seeds >= 1, f"retrain_seeds must be >= 1; got {seeds}")
+    repaired = unlearn(model, search, sampler, recipe, device)
+    more = [evaluate(unlearn(model, search, sampler, recipe, device, seed=seed + k), held, original, recipe.location, seed, device) for k in range(1, seeds)]
+    return Repaired(**vars(evaluate(repaired, held, original, recipe.location, seed, device, family, target, floor)), repeats=more), repaired
+
+
 def ideal_defense(model: nn.Module, search: ImageSet, held: ImageSet, original: Trigger,
                   recipe: Retrain = Retrain(), seed: int = 0, device=None,
                   retrain_seeds: int = 1,                # retrainings, each judged; the first is the returned model
@@ -306,11 +321,8 @@ def ideal_defense(model: nn.Module, search: ImageSet, held: ImageSet, original: 
                   floor: Surface | None = None,          # the clean model's surface (each member's excess)
                   ) -> tuple[Repaired, nn.Module]:
     "Retrain with the original trigger (the best a defender could do) and evaluate: (evaluation, repaired model)."
-    check(retrain_seeds >= 1, f"retrain_seeds must be >= 1; got {retrain_seeds}")
-    sampler = fixed_sampler(original.patch.to(as_device(device)))
-    repaired = unlearn(model, search, sampler, recipe, device)
-    more = [evaluate(unlearn(model, search, sampler, recipe, device, seed=seed + k), held, original, recipe.location, seed, device) for k in range(1, retrain_seeds)]
-    return Repaired(**vars(evaluate(repaired, held, original, recipe.location, seed, device, family, floor=floor)), repeats=more), repaired
+    return retrained(model, search, held, fixed_sampler(original.patch.to(as_device(device))), original, recipe, seed, device,
+                     retrain_seeds, family, original.target, floor)
 
 
 def baseline_defense(model: nn.Module, search: ImageSet, held: ImageSet, target: int,
@@ -354,16 +366,10 @@ class RemovalTask:
     family: TriggerFamily | None = None    # the trigger family every surface is measured on (None: no surface)
     floor: Surface | None = None           # the clean model's surface on it (each member's excess)
 
-    def judge(self, repaired: nn.Module, surface: bool = True) -> Evaluation:
-        "A repaired model on the held-out images: accuracy, the original trigger's ASR and robust accuracy, and its surface."
-        return evaluate(repaired, self.held, self.original, self.recipe.location, self.seed, self.device,
-                        self.family if surface else None, self.target, self.floor)
-
     def retrain(self, sampler: Sampler | None) -> Repaired:
-        "Retrain with `sampler` (None: nothing stamped) once per seed, each judged; the first carries the surface."
-        first = self.judge(unlearn(self.model, self.search, sampler, self.recipe, self.device))
-        more = [self.judge(unlearn(self.model, self.search, sampler, self.recipe, self.device, seed=self.seed + k), surface=False) for k in range(1, self.seeds)]
-        return Repaired(**vars(first), repeats=more)
+        "Retrain with `sampler` (None: nothing stamped) once per seed, each judged; the first carries the surface (`retrained`)."
+        return retrained(self.model, self.search, self.held, sampler, self.original, self.recipe, self.seed, self.device, self.seeds,
+                         self.family, self.target, self.floor)[0]
 
 
 @dataclass(frozen=True)
@@ -436,9 +442,6 @@ def neural_cleanse(model: nn.Module, ds: ImageSet,
              for c in range(ds.num_classes)]
     a = anomaly_index(norms)
     return NCDetection(norms, a.tolist(), threshold, [int(c) for c in (a > threshold).nonzero().flatten()])
-
-# %% ../nbs/08_defense.ipynb #4e0adf58
-#| export
 
 # %% ../nbs/08_defense.ipynb #aee1f23e
 @dataclass

@@ -13,7 +13,7 @@ from .defense import REMOVALS, Baseline, Candidate, Coverage, Detection, Evaluat
 from .threat import TriggerFamily
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'TYPED', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'RunRecord']
+__all__ = ['SCHEMA_VERSION', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'RunRecord']
 
 # %% ../nbs/09_record.ipynb #705df702
 SCHEMA_VERSION = 2
@@ -63,11 +63,11 @@ class Defenses(JsonRecord):
     def __getitem__(self, name: str):
         "A registered defense's result by its name (`REMOVALS`): `defense['baseline']`, `defense['finetune']`; None when not run."
         check(name in REMOVALS, f"unknown defense {name!r}: use one of {sorted(REMOVALS)}")
-        return getattr(self, name) if name in TYPED else self.others.get(name)
+        return getattr(self, name) if name in _TYPED else self.others.get(name)
 
     def __setitem__(self, name: str, result):
         check(name in REMOVALS, f"unknown defense {name!r}: use one of {sorted(REMOVALS)}")
-        if name in TYPED: setattr(self, name, result)
+        if name in _TYPED: setattr(self, name, result)
         else: self.others[name] = result
 
     def methods(self) -> dict[str, list[Evaluation]]:
@@ -81,7 +81,7 @@ class Defenses(JsonRecord):
         return out
 
 
-TYPED = ("baseline", "ideal")   # registered defenses with a field of their own in the record (the others sit in `others`)
+_TYPED = ("baseline", "ideal")   # registered defenses with a field of their own in the record (the others sit in `others`)
 
 # %% ../nbs/09_record.ipynb #cf8ef533
 @dataclass(kw_only=True)
