@@ -22,7 +22,7 @@ from fastcore.docments import docments
 from .batch import batch, check_data, execute, plan, zoo_plan
 from .core import MesaError, RunBusy, as_device, check, check_out_folder, one_line, write_json
 from .data import load_dataset
-from .defense import Retrain, defend
+from .defense import DetectSettings, RepairSettings, Retrain, SearchSettings, defend
 from .experiment import PRESETS, RunConfig, make_config, run_name
 from .models import SCHEDULES, read_checkpoint, save_model
 from .report import collect, run_table, summary_table, write_report
@@ -31,8 +31,8 @@ from .threat import CANONICAL_IDS, LOCATIONS
 from .viz import plot_detection, plot_surface_shift, plot_trigger_grid, save_figures
 
 # %% auto #0
-__all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'DEMO_THREADS', 'COMMANDS', 'DEFENSE_FILES', 'load_user_model', 'load_images',
-           'add_options', 'given', 'trigger_size', 'parser', 'main']
+__all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'DEFEND_SETTINGS', 'DEMO_THREADS', 'COMMANDS', 'DEFENSE_FILES', 'load_user_model',
+           'load_images', 'add_options', 'given', 'trigger_size', 'parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #86c79beb
 def load_user_model(model: str,                      # "module:factory", importable from here
@@ -125,7 +125,9 @@ def given(args, source, skip=(), prefix: str = "") -> dict:
 
 
 RUN_SKIP = ("preset",)                                                     # set by --preset
-DEFEND_SKIP = ("model", "images", "labels", "num_classes", "recipe", "original", "mean", "std", "split", "trigger_size", "family", "floor")   # from --model, --images/--dataset, --trigger-size
+DEFEND_SKIP = ("model", "images", "labels", "num_classes", "mesa", "detection", "removal", "recipe", "original", "mean", "std", "split",
+               "trigger_size", "family", "floor")   # from --model, --images/--dataset, --trigger-size, or a settings object's own options
+DEFEND_SETTINGS = {"mesa": SearchSettings, "detection": DetectSettings, "removal": RepairSettings}   # defend's settings objects: one option per field
 
 
 def trigger_size(v: str) -> int | str:
@@ -184,7 +186,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--trigger-size", type=trigger_size, default=None,
                    help="the trigger's side in pixels, or 'unknown': generators of a pattern and an opacity mask over the whole image, "
                         "with a prior on area (for patches of any size and blended triggers) (default: 3)")
-    add_options(d, defend, skip=DEFEND_SKIP, choices={"objective": sorted(OBJECTIVES), "ensemble": list(ENSEMBLES)})
+    for source in (defend, *DEFEND_SETTINGS.values()):
+        add_options(d, source, skip=DEFEND_SKIP, choices={"objective": sorted(OBJECTIVES), "ensemble": list(ENSEMBLES)})
     add_options(d, Retrain, prefix="retrain_", choices={"schedule": list(SCHEDULES), "location": list(LOCATIONS)})
     return p
 
@@ -233,8 +236,9 @@ def _defend_cli(args) -> int:
         ds = load_dataset(args.dataset, "test", args.data_dir)
         x, y, n_cls, mean, std = ds.images, ds.labels, ds.num_classes, args.mean or ds.mean, args.std or ds.std
     model = load_user_model(args.model, args.weights, device)
+    settings = {name: cls(**given(args, cls)) for name, cls in DEFEND_SETTINGS.items()}   # each checks its options, before any work
     report, repaired = defend(model, x, y, n_cls, mean, std, recipe=Retrain(**given(args, Retrain, prefix="retrain_")),
-                              **given(args, defend, skip=DEFEND_SKIP),
+                              **settings, **given(args, defend, skip=DEFEND_SKIP),
                               **({} if args.trigger_size is None else {"trigger_size": None if args.trigger_size == "unknown" else args.trigger_size}))
     out.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))   # written in full first, then swapped in: never a mix of two defenses

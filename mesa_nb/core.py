@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import random
@@ -20,14 +21,15 @@ from dataclasses import MISSING, fields, is_dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MesaError', 'NonFiniteError', 'check', 'one_line', 'default_device', 'as_device', 'set_device', 'seed_everything',
-           'generator', 'atomic_path', 'write_text', 'write_json', 'read_json', 'JsonRecord', 'environment', 'RunDir',
-           'check_out_folder', 'RunBusy', 'run_lock']
+__all__ = ['MesaError', 'NonFiniteError', 'check', 'one_line', 'finite', 'count', 'check_settings', 'default_device', 'as_device',
+           'set_device', 'seed_everything', 'generator', 'atomic_path', 'write_text', 'write_json', 'read_json',
+           'JsonRecord', 'environment', 'RunDir', 'check_out_folder', 'RunBusy', 'run_lock']
 
 # %% ../nbs/00_core.ipynb #0e5eb8f3
 class MesaError(ValueError):
@@ -49,6 +51,27 @@ def one_line(e: BaseException) -> str:
     "An exception as one line, `Name: message` (a kernel's error keeps its own name), for messages that wrap it."
     name, value = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
     return f"{name}: {value}".strip().splitlines()[0][:500]
+
+# %% ../nbs/00_core.ipynb #8fc24c13
+def finite(v) -> bool:
+    "A real number (not a bool), neither NaN nor infinite."
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def count(lo: int) -> Callable:
+    "A test for an integer (not a bool) >= `lo`."
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def check_settings(obj,                      # a settings object (a dataclass)
+                   rules,                    # [(names, test, what a valid value is)]; names `obj` lacks are skipped
+                   ):
+    "Check every field of `obj` that `rules` names: one line naming the setting, its option and what is valid."
+    for names, ok, what in rules:
+        for k in names:
+            if hasattr(obj, k):
+                v = getattr(obj, k)
+                check(ok(v), f"setting {k} (--{k.replace('_', '-')}) must be {what}; got {v!r}")
 
 # %% ../nbs/00_core.ipynb #4eaec9dc
 _device_override: torch.device | None = None

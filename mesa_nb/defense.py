@@ -16,9 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import JsonRecord, NonFiniteError, as_device, check, environment, generator
+from .core import JsonRecord, NonFiniteError, as_device, check, check_settings, count, environment, finite, generator
 from .data import ImageSet, Split, as_image_set, batches, defender_split, normalize, to_float
-from .search import (AREA, MASKS, check_masks, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
+from .search import (AREA, ENSEMBLES, MASKS, check_masks, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
@@ -29,7 +29,8 @@ __all__ = ['MASK_MARGIN', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET', '
            'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun',
            'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'retrained', 'ideal_defense', 'baseline_defense',
            'RemovalTask', 'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse',
-           'DefenseReport', 'choose_repair', 'surface_noise', 'defend', 'Coverage', 'coverage']
+           'DefenseReport', 'choose_repair', 'surface_noise', 'SearchSettings', 'DetectSettings', 'RepairSettings',
+           'trigger_shape_of', 'detect', 'Repairs', 'repair', 'defend', 'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -503,26 +504,95 @@ def surface_noise(mean: float, n: int) -> float:
     p = min(max(mean, 1 / n), 1 - 1 / n)
     return 2 * math.sqrt(p * (1 - p) / n)
 
+# %% ../nbs/08_defense.ipynb #3d4114f3
+_RULES = [   # every number `defend` takes, checked before any search: (settings, test, what a valid value is)
+    (("threshold",), lambda v: finite(v) and 0 < v < 1, "a mean ASR in (0, 1)"),
+    (("margin",), lambda v: v is None or (finite(v) and 0 <= v < 1), "a lead in mean ASR in [0, 1) (or None: 0, and 0.1 with masks)"),
+    (("alpha",), lambda v: finite(v) and v >= 0, "a number >= 0"),
+    (("accuracy_budget",), lambda v: finite(v) and 0 <= v <= 1, "a share of accuracy in [0, 1]"),
+    (("detect_halving",), count(0), "an integer >= 0"),
+    (("search_batch", "bank", "check_triggers", "check_images", "retrain_seeds"), count(1), "an integer >= 1"),
+    (("detect_steps", "search_steps"), lambda v: v is None or count(1)(v), "an integer >= 1 (or None: 10 epochs)"),
+]
 
-def _check_settings(search_ds: ImageSet, held: ImageSet, shape, threshold, alpha, batch, classes, betas, ensemble, choose, accuracy_budget, retrain_seeds):
-    "Every setting of `defend`, checked before any search runs."
-    _, h, w = shape
-    check(0 < threshold < 1, f"threshold must be a mean ASR in (0, 1); got {threshold}")
-    check(math.isfinite(alpha) and alpha >= 0, f"alpha must be a finite number >= 0; got {alpha}")
-    check(int(batch) == batch >= 1, f"batch must be an integer >= 1; got {batch}")
-    check_fits(h, w, search_ds.shape[1:])
+
+@dataclass(frozen=True)
+class SearchSettings:
+    "The MESA search that detection and removal share (Algorithm 2), and how its generated triggers are measured."
+    betas: tuple[float, ...] = (0.5, 0.8, 0.9)   # the β ladder of removal: one sub-model per level, each in (0, 1)
+    alpha: float = 0.1                  # entropy weight (with the objective's slack: its starting value)
+    objective: str | Objective = "maxent"   # search objective: 'maxent' (default), 'paper' or an `Objective`
+    search_steps: int | None = None     # per-class removal search steps (default: 10 epochs over the search images)
+    search_batch: int = 128             # triggers per sub-model per search step
+    masks: tuple[str, ...] = MASKS      # size unknown: the mask forms removal models ('pixel' opacities, 'blend' ratio); detection uses 'pixel'
+    check_triggers: int = 64            # generated triggers whose ASR is measured (per class in detection, per candidate)
+    check_images: int = 64              # non-target images each of them is stamped on
+
+    def __post_init__(self):
+        check_settings(self, _RULES)
+        betas = tuple(float(b) for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas]))
+        check(betas and all(0 < b < 1 for b in betas), f"setting betas (--betas) must be levels in (0, 1); got {list(betas)}")
+        check(len(set(betas)) == len(betas), f"setting betas (--betas) repeats a level: {list(betas)}")
+        object.__setattr__(self, "betas", betas)
+        object.__setattr__(self, "masks", check_masks(self.masks))
+        as_objective(self.objective)                  # an unknown objective fails here
+
+    @property
+    def levels(self) -> list[str]: return [f"{b:g}" for b in self.betas]
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    "How `detect` searches every class side by side and flags the attacked ones (Step 1)."
+    threshold: float = 0.5              # flag a class whose generated triggers exceed this mean ASR
+    margin: float | None = None         # and lead every other class by this much (default: 0; MASK_MARGIN with masks)
+    detect_steps: int | None = None     # detection search steps (default: 10 epochs over the search images)
+    detect_halving: int = 0             # detection: rungs of successive halving (each stops the worse half of the classes); 0: none
+
+    def __post_init__(self): check_settings(self, _RULES)
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    "How `repair` turns a class's search into retrained candidates and which one it returns (Steps 2 and 3)."
+    bank: int = 2048                    # pre-sampled triggers per candidate
+    ensemble: str = "uniform"           # ensemble weights: 'uniform' (paper), 'schedule' (supplement 4/3/3), 'entropy'
+    choose: str = "ensemble"            # the returned repair: 'ensemble' (the paper's, uniform), 'surface' (lowest residual surface on the search images) or a level ('0.9')
+    accuracy_budget: float = ACCURACY_BUDGET  # with choose='surface': accuracy on the search images a repair may lose
+    retrain_seeds: int = 1              # retrainings per candidate, each judged on the held-out images (the first is the one returned)
+
+    def __post_init__(self):
+        check_settings(self, _RULES)
+        check(self.ensemble in ENSEMBLES, f"unknown ensemble {self.ensemble!r}: use one of {ENSEMBLES}")
+
+    def check_with(self, mesa: SearchSettings):
+        "The settings that depend on the search's levels: the ensemble's schedule and the choice of a level."
+        check_ensemble(self.ensemble, mesa.betas)
+        check(self.choose in CHOICES or self.choose in mesa.levels,
+              f"setting choose (--choose) must be one of {CHOICES} or a level of betas {mesa.levels}; got {self.choose!r}")
+
+
+def trigger_shape_of(image_shape,                 # (C, H, W) of the defender's images
+                     trigger_size: int | tuple[int, int] | None = 3,   # a side, (height, width), or None: unknown
+                     ) -> tuple[int, int, int]:
+    "What the searches generate: a (C, h, w) patch of a known size, or (C + 1, H, W) pattern and opacity over the whole image."
+    C, H, W = image_shape
+    if trigger_size is None: return (C + 1, H, W)
+    h, w = (trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)
+    check_fits(h, w, (H, W))
+    return (C, h, w)
+
+
+def _check_data(search_ds: ImageSet, held: ImageSet, mesa: SearchSettings, classes):
+    "The settings that depend on the defender's images: a batch of them, and classes they have."
+    n = mesa.search_batch
+    check(len(search_ds) >= n, f"{len(search_ds)} search images (of {len(search_ds) + len(held)} defender images) are fewer than one batch of {n}: "
+                               "give more images or lower search_batch")
     check(classes is None or len({int(c) for c in classes}) == len(classes), f"classes to repair {list(classes or [])} repeat a class; give each once")
-    check(len(search_ds) >= batch, f"{len(search_ds)} search images (of {len(search_ds) + len(held)} defender images) are fewer than one batch of {batch}: "
-                                   "give more images or lower batch")
     check(classes is None or all(0 <= int(c) < search_ds.num_classes for c in classes),
           f"classes to repair {list(classes or [])} must lie in [0, {search_ds.num_classes})")
-    check_ensemble(ensemble, betas)
-    levels = [f"{float(b):g}" for b in betas]
-    check(choose in CHOICES or choose in levels, f"unknown choice {choose!r}: use one of {CHOICES} or a level of betas {levels}")
-    check(isinstance(accuracy_budget, (int, float)) and 0 <= accuracy_budget <= 1, f"accuracy_budget must be in [0, 1]; got {accuracy_budget!r}")
-    check(isinstance(retrain_seeds, int) and retrain_seeds >= 1, f"retrain_seeds must be an integer >= 1; got {retrain_seeds!r}")
 
-
+# %% ../nbs/08_defense.ipynb #2ca343dc
 def _banks(res: SearchResult, c: int, bank: int, ensemble: str, seed: int) -> dict[str, Tensor]:
     "The triggers each removal candidate retrains on: `bank` samples per level (of its mask forms' valid sub-models, all when none is), and of the ensemble."
     levels = sorted({float(b) for b in res.betas[res.index(c)].tolist()})
@@ -553,7 +623,91 @@ def _validity(res: SearchResult, c: int, name: str) -> dict:
     if not out["valid"]: out["invalid"] = "; ".join((f"{res.masks[j]} mask: " if res.masks and len(idx) > 1 else "") + res.reasons[j] for j in idx)
     return out
 
-# %% ../nbs/08_defense.ipynb #3d4114f3
+# %% ../nbs/08_defense.ipynb #e93c1b8a
+def detect(model: nn.Module,                  # the suspect classifier: normalized (N, C, H, W) -> (N, num_classes)
+           ds: ImageSet,                      # the defender's search images
+           trigger_size: int | tuple[int, int] | None = 3,   # trigger side in pixels (or height, width); None: unknown, masks over the whole image
+           mesa: SearchSettings = SearchSettings(),   # the search (its alpha, objective, batch and measurement)
+           settings: DetectSettings = DetectSettings(),   # the flag rule and the detection search's length
+           location: str = "random",          # where generated triggers are stamped
+           seed: int = 0,
+           device: str | None = None,
+           ) -> tuple[Detection, SearchResult]:
+    "Step 1: every class searched side by side at β = 0.8, flagged by the mean ASR of its generated triggers: (detection, its search)."
+    device = as_device(device)
+    shape = trigger_shape_of(ds.shape, trigger_size)
+    check(len(ds) >= mesa.search_batch, f"{len(ds)} search images are fewer than one batch of {mesa.search_batch}: give more images or lower search_batch")
+    det = search_classes(model, ds, beta=0.8, alpha=mesa.alpha, steps=settings.detect_steps, objective=mesa.objective, halving=settings.detect_halving,
+                         batch=mesa.search_batch, trigger_shape=shape, location=location, seed=seed, device=device)
+    asr = per_class_asr(det, model, ds, n=mesa.check_triggers, images=mesa.check_images, seed=seed, device=device)
+    area = det.sample(mesa.check_triggers, seed)[:, :, -1].mean((1, 2, 3)).tolist() if trigger_size is None else None   # (classes,): one sub-model each
+    margin = (0.0 if trigger_size is not None else MASK_MARGIN) if settings.margin is None else float(settings.margin)
+    return Detection(asr.tolist(), settings.threshold, flag_classes(asr, settings.threshold, margin), per_class_area=area, margin=margin), det
+
+
+@dataclass
+class Repairs:
+    "What `repair` did, class by class: each class's search, the model before its repair, every candidate, and the one returned."
+    mesa: dict[str, dict[str, Candidate]] = field(default_factory=dict)   # repaired class -> candidate ("0.5", ..., "ensemble") -> how it did
+    before: dict[str, Evaluation] = field(default_factory=dict)           # repaired class -> the model before its repair, on the held-out images
+    choice: dict[str, str] = field(default_factory=dict)                  # repaired class -> the candidate returned for it
+    searches: dict = field(default_factory=dict)                          # repaired class -> its `SearchResult`
+    choice_seconds: float = 0.0                                           # spent measuring surfaces for the choice
+    surface_choice: bool = False                                          # the choice was by the surface
+
+    @property
+    def chosen(self) -> str | None:
+        "Which candidate the returned model is, class by class; None when no class was repaired."
+        return ", ".join(f"{'β=' + p if p != 'ensemble' else 'ensemble'} of class {c}"
+                         + (" (lowest residual surface on the search images)" if self.surface_choice else "") for c, p in self.choice.items()) or None
+
+
+def repair(model: nn.Module,                  # the suspect classifier; a repaired copy is returned, it is left as is
+           split: Split,                      # the defender's images: search (retraining) and held-out (judging)
+           classes: list[int],                # the classes to remove a backdoor for, in turn (e.g. the flagged ones)
+           trigger_size: int | tuple[int, int] | None = 3,   # trigger side in pixels (or height, width); None: unknown, masks over the whole image
+           mesa: SearchSettings = SearchSettings(),   # the search
+           settings: RepairSettings = RepairSettings(),   # candidates and the choice
+           recipe: Retrain = Retrain(),       # the retraining recipe (Eq. 5)
+           original: Trigger | None = None,   # the true trigger, when known (research): adds its ASR to each candidate
+           family: TriggerFamily | None = None,   # the triggers every surface is measured on (default: `trigger_family` of the trigger size)
+           floor: Surface | None = None,      # the clean model's surface towards the repaired class, when known (research)
+           seed: int = 0,
+           device: str | None = None,
+           ) -> tuple[Repairs, nn.Module]:
+    "Steps 2 and 3 for each class in turn: MESA per level, Eq. 5 with each level's and the ensemble's triggers, one candidate returned: (what it did, repaired model)."
+    device = as_device(device)
+    search_ds, held = split
+    shape = trigger_shape_of(search_ds.shape, trigger_size)
+    settings.check_with(mesa)
+    _check_data(search_ds, held, mesa, classes)
+    family = family or trigger_family(search_ds.shape, None if trigger_size is None else shape[1:])
+    screen = replace(family, images=max(1, family.images // 4))    # the choice needs the surface's mean only: a quarter of the images
+    out, repaired, choose = Repairs(surface_choice=settings.choose == "surface"), model, settings.choose
+    for c in [int(c) for c in classes]:
+        res = out.searches[c] = search(model, search_ds, c, mesa.betas, mesa.alpha, steps=mesa.search_steps, objective=mesa.objective,
+                                       masks=mesa.masks if trigger_size is None else ("pixel",), batch=mesa.search_batch, trigger_shape=shape,
+                                       location=recipe.location, seed=seed, device=device)
+        out.before[str(c)] = evaluate(repaired, held, original, recipe.location, seed, device, family, c, floor)
+        cands, models, g = {}, {}, generator(seed, device)          # one stream of trigger draws per class, across its candidates
+        for name, pats in _banks(res, c, settings.bank, settings.ensemble, seed).items():
+            models[name] = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
+            more = [evaluate(unlearn(repaired, search_ds, bank_sampler(pats.to(device), generator(seed + k, device)), recipe, device, seed=seed + k),
+                             held, original, recipe.location, seed, device) for k in range(1, settings.retrain_seeds)]   # (no surface: the first retraining's speaks)
+            screened = surface(models[name], search_ds, screen, c, recipe.location, device=device) if choose == "surface" else None   # only the choice needs it
+            cands[name] = Candidate(**_judge(models[name], held, original, pats, c, shape, recipe, mesa.check_triggers, mesa.check_images, seed, device, family, floor),
+                                    repeats=more, **_validity(res, c, name), search_surface=screened and screened.mean,
+                                    search_accuracy=screened and accuracy(models[name], search_ds, device=device))
+            out.choice_seconds += screened.seconds if screened else 0.0
+        out.mesa[str(c)] = cands
+        if choose == "surface":
+            noise = surface_noise(cands["ensemble"].search_surface, screen.size * screen.images)
+            pick = choose_repair(cands, accuracy(repaired, search_ds, device=device), settings.accuracy_budget, noise)
+        else: pick = choose
+        repaired, out.choice[str(c)] = models[pick], pick
+    return out, repaired
+
+
 def defend(model: nn.Module,                  # the suspect classifier: normalized (N, C, H, W) -> (N, num_classes)
            images: torch.Tensor | None = None,  # the defender's clean images, uint8 or float pixels in [0, 1]
            labels: torch.Tensor | None = None,  # their true labels
@@ -561,34 +715,20 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            mean: list[float] | None = None,   # the model's input normalization, per channel (default: the images')
            std: list[float] | None = None,    # its per-channel standard deviation (with mean, or neither)
            trigger_size: int | tuple[int, int] | None = 3,   # trigger side in pixels (or height, width); None: unknown, mask generators over the whole image
-           betas: tuple[float, ...] = (0.5, 0.8, 0.9),  # the β ladder: one sub-model per level, each in (0, 1)
-           alpha: float = 0.1,                # entropy weight (with the objective's slack: its starting value)
-           objective: str | Objective = "maxent",   # search objective: 'maxent' (default), 'paper' or an `Objective`
-           threshold: float = 0.5,            # flag a class whose generated triggers exceed this mean ASR
-           margin: float | None = None,       # and lead every other class by this much (default: 0; MASK_MARGIN with masks)
-           detect_steps: int | None = None,   # detection search steps (default: 10 epochs over the search images)
-           detect_halving: int = 0,           # detection: rungs of successive halving (each stops the worse half of the classes); 0: none
-           search_steps: int | None = None,   # per-class search steps (default: 10 epochs)
-           batch: int = 128,                  # triggers per sub-model per search step
+           mesa: SearchSettings = SearchSettings(),     # the MESA search shared by detection and removal
+           detection: DetectSettings = DetectSettings(),  # the flag rule and the detection search's length
+           removal: RepairSettings = RepairSettings(),   # the removal candidates and the choice among them
            recipe: Retrain = Retrain(),       # the retraining recipe shared by MESA, baseline and ideal
            eval_fraction: float = 0.2,        # held out for evaluation
            split: Split | None = None,        # instead of images and labels: the defender's images already split, used as they are
            original: Trigger | None = None,   # the true trigger, when known (research): adds its ASR to each candidate
-           bank: int = 2048,                  # pre-sampled triggers per candidate
-           check_triggers: int = 64,          # generated triggers whose ASR is measured (per class in detection, per candidate)
-           check_images: int = 64,            # non-target images each of them is stamped on
            classes: list[int] | None = None,  # classes to remove a backdoor for (default: the flagged ones)
-           ensemble: str = "uniform",         # ensemble weights: 'uniform' (paper), 'schedule' (supplement 4/3/3), 'entropy'
-           masks: tuple[str, ...] = MASKS,    # size unknown: the mask forms removal models ('pixel' opacities, 'blend' ratio); detection uses 'pixel'
-           choose: str = "ensemble",          # the returned repair: 'ensemble' (the paper's, uniform), 'surface' (lowest residual surface on the search images) or a level ('0.9')
-           accuracy_budget: float = ACCURACY_BUDGET,  # with choose='surface': accuracy on the search images a repair may lose
-           retrain_seeds: int = 1,            # retrainings per candidate, each judged on the held-out images (the first is the one returned)
            family: TriggerFamily | None = None,  # the triggers every surface is measured on (default: `trigger_family` of the trigger size)
            floor: Surface | None = None,      # the clean model's surface towards the repaired class, when known (research): each surface's excess
            seed: int = 0,                     # seeds the split, the search and retraining
            device: str | None = None,         # cpu, cuda or cuda:N (default: CUDA if present)
            ) -> tuple[DefenseReport, nn.Module]:
-    "Detect attacked classes, model their trigger distributions with MESA, remove the backdoor: (report, repaired model)."
+    "Detect attacked classes (`detect`), model their trigger distributions with MESA and remove the backdoor (`repair`): (report, repaired model)."
     device = as_device(device)
     t0 = time.perf_counter()
     check((split is None) != (images is None and labels is None),
@@ -598,55 +738,24 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
         check(images is not None and labels is not None and num_classes is not None, "give images, labels and num_classes together")
         split = defender_split(as_image_set(images, labels, num_classes, mean, std), seed, 1 - eval_fraction)
     search_ds, held = split
-    C, H, W = search_ds.shape
-    if trigger_size is None: shape = (C + 1, H, W)                 # pattern and opacity over the whole image
-    else: shape = (C, *((trigger_size, trigger_size) if isinstance(trigger_size, int) else tuple(trigger_size)))
-    _check_settings(search_ds, held, shape, threshold, alpha, batch, classes, betas, ensemble, choose, accuracy_budget, retrain_seeds)
-    masks = check_masks(masks)
-    family = family or trigger_family((C, H, W), None if trigger_size is None else shape[1:])
-    screen = replace(family, images=max(1, family.images // 4))    # the choice needs the surface's mean only: a quarter of the images
-    ob = as_objective(objective)
-    common = dict(batch=batch, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
-    # 1. detect: every class searched side by side, flagged by the mean ASR of its generated triggers
-    det = search_classes(model, search_ds, beta=0.8, alpha=alpha, steps=detect_steps, objective=ob, halving=detect_halving, **common)
-    asr = per_class_asr(det, model, search_ds, n=check_triggers, images=check_images, seed=seed, device=device)
-    area = det.sample(check_triggers, seed)[:, :, -1].mean((1, 2, 3)).tolist() if trigger_size is None else None   # (classes,): one sub-model each
-    margin = (0.0 if trigger_size is not None else MASK_MARGIN) if margin is None else float(margin)
-    flagged = flag_classes(asr, threshold, margin)
+    shape = trigger_shape_of(search_ds.shape, trigger_size)        # every setting is checked before any search runs
+    removal.check_with(mesa)
+    _check_data(search_ds, held, mesa, classes)
+    family = family or trigger_family(search_ds.shape, None if trigger_size is None else shape[1:])
+    found, det = detect(model, search_ds, trigger_size, mesa, detection, recipe.location, seed, device)
     t_detect = time.perf_counter() - t0
-    # 2. repair each class: MESA per level, then Eq. 5 with each level's and the ensemble's triggers; 3. choose one
-    mesa, repaired, chosen, searches, before, choice, t_choice = {}, model, [], {"detection": det}, {}, {}, 0.0
-    judge = lambda m, c: evaluate(m, held, original, recipe.location, seed, device, family, c, floor)
-    for c in (flagged if classes is None else [int(c) for c in classes]):
-        res = searches[c] = search(model, search_ds, c, betas, alpha, steps=search_steps, objective=ob, masks=masks if trigger_size is None else ("pixel",), **common)
-        before[str(c)] = judge(repaired, c)
-        cands, models, g = {}, {}, generator(seed, device)          # one stream of trigger draws per class, across its candidates
-        for name, pats in _banks(res, c, bank, ensemble, seed).items():
-            models[name] = unlearn(repaired, search_ds, bank_sampler(pats.to(device), g), recipe, device)
-            more = [evaluate(unlearn(repaired, search_ds, bank_sampler(pats.to(device), generator(seed + k, device)), recipe, device, seed=seed + k),
-                             held, original, recipe.location, seed, device) for k in range(1, retrain_seeds)]   # (no surface: the first retraining's speaks)
-            screened = surface(models[name], search_ds, screen, c, recipe.location, device=device) if choose == "surface" else None   # only the choice needs it
-            cands[name] = Candidate(**_judge(models[name], held, original, pats, c, shape, recipe, check_triggers, check_images, seed, device, family, floor),
-                                    repeats=more, **_validity(res, c, name), search_surface=screened and screened.mean,
-                                    search_accuracy=screened and accuracy(models[name], search_ds, device=device))
-            t_choice += screened.seconds if screened else 0.0
-        mesa[str(c)] = cands
-        if choose == "surface":
-            noise = surface_noise(cands["ensemble"].search_surface, screen.size * screen.images)
-            pick = choose_repair(cands, accuracy(repaired, search_ds, device=device), accuracy_budget, noise)
-        else: pick = choose
-        repaired, choice[str(c)] = models[pick], pick
-        chosen.append(f"{'β=' + pick if pick != 'ensemble' else 'ensemble'} of class {c}" + (" (lowest residual surface on the search images)" if choose == "surface" else ""))
-    chosen = ", ".join(chosen) or None
-    report = DefenseReport(Detection(asr.tolist(), threshold, flagged, per_class_area=area, margin=margin), mesa, chosen,
-                           dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect, choice=t_choice),
-                           dict(trigger_shape=shape, betas=list(betas), alpha=alpha, objective=asdict(ob), batch=batch, detect_steps=detect_steps,
-                                search_steps=search_steps, detect_halving=detect_halving, masks=list(masks) if trigger_size is None else None, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed, ensemble=ensemble,
-                                choose=choose, accuracy_budget=accuracy_budget, choice="lowest surface beyond two standard errors of the ensemble's",
-                                retrain_seeds=retrain_seeds,
+    done, repaired = repair(model, split, found.flagged if classes is None else classes, trigger_size, mesa, removal, recipe, original, family, floor, seed, device)
+    ob = as_objective(mesa.objective)
+    report = DefenseReport(found, done.mesa, done.chosen,
+                           dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect, choice=done.choice_seconds),
+                           dict(trigger_shape=shape, betas=list(mesa.betas), alpha=mesa.alpha, objective=asdict(ob), batch=mesa.search_batch,
+                                detect_steps=detection.detect_steps, search_steps=mesa.search_steps, detect_halving=detection.detect_halving,
+                                masks=list(mesa.masks) if trigger_size is None else None, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed,
+                                ensemble=removal.ensemble, choose=removal.choose, accuracy_budget=removal.accuracy_budget,
+                                choice="lowest surface beyond two standard errors of the ensemble's", retrain_seeds=removal.retrain_seeds,
                                 held=held.digest(), held_images=len(held), search_images=len(search_ds),
-                                check_triggers=check_triggers, check_images=check_images),
-                           environment(device), before, choice, family, searches)
+                                check_triggers=mesa.check_triggers, check_images=mesa.check_images),
+                           environment(device), done.before, done.choice, family, {"detection": det, **done.searches})
     return report, repaired
 
 # %% ../nbs/08_defense.ipynb #819b2954

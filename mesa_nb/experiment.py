@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt
 import torch
 from fastcore.basics import patch
 
-from .core import MesaError, RunDir, as_device, check, read_json, seed_everything
+from .core import MesaError, RunDir, as_device, check, check_settings, count, finite, read_json, seed_everything
 from .data import CLASSES, DATASETS, IMAGE_SHAPES, defender_split, load_dataset
-from .defense import (CHOICES, REMOVALS, Evaluation, NCDetection, RemovalTask, Retrain, coverage, defend, evaluate, neural_cleanse,
-                             run_removal)
-from .search import AREA, BLEND_AREA, as_objective, check_ensemble
+from .defense import (REMOVALS, DetectSettings, Evaluation, NCDetection, RemovalTask, RepairSettings, Retrain, SearchSettings, coverage, defend,
+                             evaluate, neural_cleanse, run_removal)
+from .search import AREA, BLEND_AREA, as_objective
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
 from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
 from .threat import LOCATIONS, backdoor, family_size, parse_trigger, trigger_family, trigger_spec
@@ -34,21 +34,13 @@ __all__ = ['PRESETS', 'CLEAN_FIELDS', 'MACHINE_FIELDS', 'RunConfig', 'make_confi
            'clean_path', 'clean_model', 'Run', 'run_experiment']
 
 # %% ../nbs/11_experiment.ipynb #3286f7a8
-def _finite(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-def _count(lo: int): return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-_VALID = [   # (settings, test, what a valid value is): every number is checked here, before any work
-    (("ratio", "retrain_ratio"), lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    (("threshold",), lambda v: _finite(v) and 0 < v < 1, "a mean ASR in (0, 1)"),
-    (("margin",), lambda v: v is None or (_finite(v) and 0 <= v < 1), "a lead in mean ASR in [0, 1) (or None: 0, and 0.1 with masks)"),
-    (("label_smoothing",), lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
-    (("clean_lr", "attack_lr", "retrain_lr"), lambda v: _finite(v) and v > 0, "a learning rate > 0"),
-    (("alpha", "weight_decay", "mask_area", "blend_area"), lambda v: _finite(v) and v >= 0, "a number >= 0"),
-    (("seed", "clean_epochs", "attack_epochs", "baseline_runs"), _count(0), "an integer >= 0"),
-    (("clean_batch_size", "attack_batch_size", "retrain_batch_size", "retrain_epochs", "reverse_epochs", "search_batch", "bank",
-      "check_triggers", "check_images", "retrain_seeds", "surface_images"), _count(1), "an integer >= 1"),
-    (("detect_steps", "search_steps"), lambda v: v is None or _count(1)(v), "an integer >= 1 (or None: 10 epochs)"),
+_VALID = [   # (settings, test, what a valid value is): the run's own numbers; the search, detection and repair settings check theirs (`defense`)
+    (("ratio", "retrain_ratio"), lambda v: finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    (("label_smoothing",), lambda v: finite(v) and 0 <= v < 1, "a number in [0, 1)"),
+    (("clean_lr", "attack_lr", "retrain_lr"), lambda v: finite(v) and v > 0, "a learning rate > 0"),
+    (("weight_decay", "mask_area", "blend_area"), lambda v: finite(v) and v >= 0, "a number >= 0"),
+    (("seed", "clean_epochs", "attack_epochs", "baseline_runs"), count(0), "an integer >= 0"),
+    (("clean_batch_size", "attack_batch_size", "retrain_batch_size", "retrain_epochs", "reverse_epochs", "surface_images"), count(1), "an integer >= 1"),
 ]
 
 
@@ -109,10 +101,7 @@ class RunConfig:
     reverse_epochs: int = 1          # single-trigger baseline: epochs of each reversal
 
     def __post_init__(self):
-        for names, ok, what in _VALID:
-            for k in names:
-                v = getattr(self, k)
-                check(ok(v), f"setting {k} (--{k.replace('_', '-')}) must be {what}; got {v!r}")
+        check_settings(self, _VALID)
         check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}: use one of {DATASETS}")
         check(self.model in MODELS, f"unknown model {self.model!r}: use one of {sorted(MODELS)}")
         check(self.location in LOCATIONS, f"unknown location {self.location!r}: use one of {LOCATIONS}")
@@ -124,19 +113,30 @@ class RunConfig:
         bad = [d for d in self.defenses if d not in REMOVALS]
         check(not bad, f"setting defenses (--defenses) names unknown defense {bad[0] if bad else ''!r}: use some of {sorted(REMOVALS)}")
         check(len(set(self.defenses)) == len(self.defenses), f"setting defenses (--defenses) repeats a defense: {self.defenses}")
-        check(self.choose in CHOICES or self.choose in [f"{float(b):g}" for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas])],
-              f"setting choose (--choose) must be one of {CHOICES} or a level of betas; got {self.choose!r}")
         check(0 <= self.target < CLASSES[self.dataset], f"target class {self.target} is outside the label range [0, {CLASSES[self.dataset]}) of {self.dataset}")
         self.data_dir, self.device, self.out_dir = (str(v) if v not in (None, "") else None for v in (self.data_dir, self.device, self.out_dir))
         if self.device: as_device(self.device)               # an unknown device fails here
         self.betas = [float(b) for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas])]
-        check(self.betas and all(0 < b < 1 for b in self.betas), f"setting betas (--betas) must be levels in (0, 1); got {self.betas}")
-        check(len(set(self.betas)) == len(self.betas), f"setting betas (--betas) repeats a level: {self.betas}")
-        check_ensemble(self.ensemble, self.betas)            # a schedule over other betas fails here, not mid-run
-        as_objective(self.objective)                         # an unknown objective fails here
+        self.detect_settings                                 # the search's, detection's and repair's settings check themselves,
+        self.repair_settings.check_with(self.search_settings)   # a schedule over other betas or the choice of a missing level too
         parse_trigger(self.trigger, self.target, CLASSES[self.dataset], IMAGE_SHAPES[self.dataset])   # an unknown trigger fails here, before any work
         self.trigger = trigger_spec(self.trigger)            # one run, one name: 0170, +170 and canonical:170 are "170"
         self.recipe                                          # and so does a bad retraining setting
+
+    def _settings(self, cls, **given):
+        "A settings object of `defense` from the fields of the same names (`given` wins)."
+        return cls(**{**{f.name: getattr(self, f.name) for f in fields(cls) if hasattr(self, f.name)}, **given})
+
+    @property
+    def search_settings(self) -> SearchSettings:
+        "The MESA search of detection and removal, with the mask prior's weights in its objective."
+        return self._settings(SearchSettings, objective=replace(as_objective(self.objective), area=self.mask_area, blend_area=self.blend_area))
+
+    @property
+    def detect_settings(self) -> DetectSettings: return self._settings(DetectSettings)
+
+    @property
+    def repair_settings(self) -> RepairSettings: return self._settings(RepairSettings)
 
     @property
     def recipe(self) -> Retrain:
@@ -317,12 +317,8 @@ class Run:
     def defend(self):
         "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
         cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size,
-                                  betas=cfg.betas, alpha=cfg.alpha, objective=replace(as_objective(cfg.objective), area=cfg.mask_area, blend_area=cfg.blend_area), threshold=cfg.threshold, margin=cfg.margin,
-                                  detect_steps=cfg.detect_steps,
-                                  search_steps=cfg.search_steps, batch=cfg.search_batch, recipe=cfg.recipe, original=self.trigger,
-                                  bank=cfg.bank, check_triggers=cfg.check_triggers, check_images=cfg.check_images,
-                                  classes=[cfg.target] if self.repairs else [], ensemble=cfg.ensemble, choose=cfg.choose, retrain_seeds=cfg.retrain_seeds,
+        report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size, mesa=cfg.search_settings, detection=cfg.detect_settings,
+                                  removal=cfg.repair_settings, recipe=cfg.recipe, original=self.trigger, classes=[cfg.target] if self.repairs else [],
                                   family=self.family, floor=self.floor, seed=cfg.seed, device=self.device)
         check(report.settings["held"] == self.record["evaluation"].held, "the defense was judged on other held-out images than the run")
         self.report, self.models["repaired"] = report, repaired

@@ -227,7 +227,7 @@ def test_defend_a_users_model(tmp_path):
     np.savez(tmp_path/"images.npz", images=test.images.permute(0, 2, 3, 1).numpy(), labels=test.labels.numpy())   # (N, H, W, C)
     env = {"PYTHONPATH": str(tmp_path)}
     r = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
-                "--mean", *test.mean, "--std", *test.std, "--detect-steps", "60", "--search-steps", "60", "--batch", "32",
+                "--mean", *test.mean, "--std", *test.std, "--detect-steps", "60", "--search-steps", "60", "--search-batch", "32",
                 "--retrain-ratio", "0.05", "--retrain-epochs", "4", "--retrain-lr", "0.01", "--retrain-batch-size", "64",
                 "--betas", "0.5", "0.9", "--ensemble", "entropy", "--choose", "surface", "--device", "cpu", "--out", tmp_path/"out", env=env)
     assert r.returncode == 0, r.stderr
@@ -243,7 +243,7 @@ def test_defend_a_users_model(tmp_path):
     assert (tmp_path/"out"/"repaired.safetensors").is_file()
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
     again = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
-                    "--mean", *test.mean, "--std", *test.std, "--detect-steps", "20", "--search-steps", "10", "--batch", "32", "--classes", "3",
+                    "--mean", *test.mean, "--std", *test.std, "--detect-steps", "20", "--search-steps", "10", "--search-batch", "32", "--classes", "3",
                     "--betas", "0.5", "--retrain-epochs", "1", "--trigger-size", "unknown", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now, masks; the default choice
     assert again.returncode == 0, again.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
@@ -263,7 +263,7 @@ def test_defend_a_users_model(tmp_path):
     assert bad.returncode == 2 and "classes to repair [12] must lie in [0, 10)" in bad.stderr
     bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                   "--choose", "0.7", "--out", tmp_path/"never", env=env)
-    assert bad.returncode == 2 and "unknown choice '0.7'" in bad.stderr
+    assert bad.returncode == 2 and "setting choose (--choose) must be one of ('surface', 'ensemble') or a level of betas" in bad.stderr
     bad = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                   "--ensemble", "schedule", "--betas", "0.5", "0.9", "--out", tmp_path/"never", env=env)
     assert bad.returncode == 2 and "schedule weighs betas [0.5, 0.8, 0.9]; got betas [0.5, 0.9]" in bad.stderr
@@ -331,7 +331,7 @@ def test_batch_on_a_dask_local_cluster(tmp_path):
     ("run", ["--retrain-lr", "inf"], "setting retrain_lr (--retrain-lr) must be a learning rate > 0"),
     ("run", ["--label-smoothing", "1"], "setting label_smoothing (--label-smoothing) must be a number in [0, 1)"),
     ("run", ["--weight-decay", "-0.1"], "setting weight_decay (--weight-decay) must be a number >= 0"),
-    ("run", ["--choose", "0.7"], "setting choose (--choose) must be one of ('surface', 'ensemble') or a level of betas; got '0.7'"),
+    ("run", ["--choose", "0.7"], "setting choose (--choose) must be one of ('surface', 'ensemble') or a level of betas ['0.5', '0.8', '0.9']; got '0.7'"),
     ("run", ["--retrain-seeds", "0"], "setting retrain_seeds (--retrain-seeds) must be an integer >= 1"),
     ("run", ["--surface-images", "0"], "setting surface_images (--surface-images) must be an integer >= 1"),
     ("run", ["--retrain-schedule", "bogus"], "unknown retrain_schedule 'bogus'"),

@@ -72,14 +72,14 @@ def test_unlearn_stamps_only_sampled_triggers_and_keeps_labels():
 
 def test_defend_on_a_clean_model_flags_nothing_and_returns_it_unchanged():
     from mesa_nb.core import seed_everything
-    from mesa_nb.defense import defend
+    from mesa_nb.defense import DetectSettings, SearchSettings, defend
     from mesa_nb.models import fit
     seed_everything(0)
     train, test = load_digits("train"), load_digits("test")
     model = build_model("smallcnn")
     fit(model, train, epochs=8, lr=0.05, device="cpu")
-    report, repaired = defend(model, test.images, test.labels, 10, test.mean, test.std, detect_steps=80, batch=32,
-                              check_triggers=32, check_images=32, device="cpu")
+    report, repaired = defend(model, test.images, test.labels, 10, test.mean, test.std, detection=DetectSettings(detect_steps=80),
+                              mesa=SearchSettings(search_batch=32, check_triggers=32, check_images=32), device="cpu")
     assert report.flagged == [] and report.chosen is None and repaired is model
     assert max(report.detection.per_class_asr) < 0.5
     assert "no backdoor detected" in report.summary()
@@ -87,7 +87,7 @@ def test_defend_on_a_clean_model_flags_nothing_and_returns_it_unchanged():
 
 
 def test_defend_bad_input():
-    from mesa_nb.defense import defend
+    from mesa_nb.defense import RepairSettings, SearchSettings, defend
     test = load_digits("test")
     model = build_model("smallcnn")
     with pytest.raises(MesaError, match="does not fit the 16x16 images"):
@@ -101,11 +101,11 @@ def test_defend_bad_input():
     with pytest.raises(MesaError, match=r"classes to repair \[10\] must lie in \[0, 10\)"):     # refused before any search runs
         defend(model, test.images, test.labels, 10, classes=[10])
     with pytest.raises(MesaError, match="unknown ensemble 'mean'"):
-        defend(model, test.images, test.labels, 10, ensemble="mean")
+        defend(model, test.images, test.labels, 10, removal=RepairSettings(ensemble="mean"))
     with pytest.raises(MesaError, match=r"schedule weighs betas \[0.5, 0.8, 0.9\]; got betas \[0.9\]"):
-        defend(model, test.images, test.labels, 10, betas=(0.9,), ensemble="schedule")
+        defend(model, test.images, test.labels, 10, mesa=SearchSettings(betas=(0.9,)), removal=RepairSettings(ensemble="schedule"))
     with pytest.raises(MesaError, match=r"masks must be distinct forms from \('pixel', 'blend'\); got \('ratio',\)"):
-        defend(model, test.images, test.labels, 10, trigger_size=None, masks="ratio")
+        defend(model, test.images, test.labels, 10, trigger_size=None, mesa=SearchSettings(masks="ratio"))
 
 
 def test_every_method_is_judged_on_the_same_held_out_images(tmp_path, monkeypatch):
