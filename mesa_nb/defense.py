@@ -85,7 +85,7 @@ class Unlearn:
 
 @dataclass
 class Retrain:
-    "The shared retraining recipe (SPEC §4 step 2): SGD fine-tuning with sampled triggers at ratio r."
+    "The shared retraining recipe (the defense's step 2, Eq. 5): SGD fine-tuning with sampled triggers at ratio r."
     ratio: float = 0.01          # stamping probability r (the paper's; 0.05 on the 640-image digits split)
     epochs: int = 10             # passes over the defender's training images
     lr: float = 1e-3             # SGD learning rate

@@ -86,7 +86,7 @@ _TYPED = ("baseline", "ideal")   # registered defenses with a field of their own
 # %% ../nbs/09_record.ipynb #cf8ef533
 @dataclass(kw_only=True)
 class RunRecord(JsonRecord):
-    "One run's `metrics.json` (SPEC §7): settings, attack, detection, every defense, timing and environment."
+    "One run's `metrics.json`: settings, attack, detection, every defense, timing and environment."
     version: int = SCHEMA_VERSION
     dataset: str
     model: str

@@ -193,7 +193,7 @@ def _choice_line(records: list[RunRecord]) -> str | None:
 
 
 def summary_table(records: list[RunRecord]) -> str:
-    "The SPEC §5-style Markdown summary of many runs, with the paper's CIFAR-10 figures beside."
+    "The paper-table-style Markdown summary of many runs, with the paper's CIFAR-10 figures beside."
     check(len(records) > 0, "no run records to summarize")
     groups = sorted({(r.dataset, r.model) for r in records})
     if len(groups) > 1:                                        # never pool digits with CIFAR-10, or one model with another

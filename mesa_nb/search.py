@@ -447,12 +447,12 @@ def per_class_asr(result: SearchResult, model: nn.Module, ds: ImageSet,
 
 
 def search_classes(model: nn.Module, ds: ImageSet,
-                   beta: float = 0.8,           # SPEC §4: 0.8
+                   beta: float = 0.8,           # the paper's detection level: 0.8
                    alpha: float = 0.1,
                    classes=None,                # default: every class of ds
                    objective: str | Objective = "maxent",   # its `detection` variant is used: one image per trigger
                    **kwargs) -> SearchResult:   # passed to `search` (steps, batch, seed, device, ...)
-    "Detection search (SPEC §4 step 1): one sub-model per class at level beta, all side by side."
+    "Detection search (the defense's step 1): one sub-model per class at level beta, all side by side."
     classes = list(range(ds.num_classes)) if classes is None else classes
     return search(model, ds, classes, (beta,), alpha, objective=as_objective(objective).detection, **kwargs)
 

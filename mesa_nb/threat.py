@@ -62,7 +62,7 @@ class Trigger:
         return self.pattern if self.mask is None else torch.cat([self.pattern, self.mask[None]])
 
     def record(self, location: str = "random") -> dict:
-        "The run record's `trigger` entry (SPEC §7)."
+        "The run record's `trigger` entry (`record.TriggerInfo`)."
         return dict(kind=self.kind, id=self.id, name=self.name, target=self.target, location=location,
                     pattern=self.pattern.tolist(), mask=None if self.mask is None else self.mask.tolist())
 

@@ -173,7 +173,7 @@ def test_batch_records_a_failed_run_and_goes_on(tmp_path):
 
 
 def record(trigger, target_asr, other, mesa, base, ideal, seed=0):
-    "A run record as SPEC §7 describes it, made by hand."
+    "A run record as `record.RunRecord` describes it, made by hand."
     per = [other] * 10
     if trigger is not None: per[0] = target_asr
     rec = dict(dataset="digits", model="smallcnn", seed=seed, clean=dict(accuracy=0.97), timing=dict(total=10.0), environment={},

@@ -13,7 +13,7 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(mesa_nb.__path__) if not m
 
 
 def test_expected_modules_exist():
-    assert {"core", "data", "models", "threat", "mine", "theory", "mesa", "defense", "viz", "experiment", "report", "batch", "cli", "search", "record"} <= set(MODULES)
+    assert {"core", "data", "models", "threat", "mine", "mesa", "defense", "viz", "experiment", "report", "batch", "cli", "search", "record"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -8,7 +8,6 @@ import torch
 from mesa_nb.core import MesaError, NonFiniteError
 from mesa_nb.mine import StatisticsNetwork, dv_bound, estimate_mi, knn_entropy, log_mean_exp, mine_loss
 from mesa_nb.mesa import Networks, SubModels, check_levels, levels, mixture_weights, sample_mixture, validity
-from mesa_nb.theory import staircase
 
 
 def tiny(beta=(0.5,), alpha=0.1, **kw):
@@ -71,7 +70,6 @@ def test_mismatched_shapes():
     with pytest.raises(MesaError, match=r"must map \(K, B, dim\)"): tiny().step(lambda x: x.sum(), batch=4)
     with pytest.raises(MesaError, match="one weight per sub-model"): sample_mixture(torch.rand(2, 5, 1), torch.ones(3), 2)
     with pytest.raises(MesaError, match="one beta per sub-model"): validity(lambda x: x[..., 0], torch.rand(2, 5, 1), [0.5])
-    with pytest.raises(MesaError, match=r"h of shape \(K,\)"): staircase(torch.rand(3, 10), torch.zeros(2), 4)
     with pytest.raises(MesaError, match="more samples than k"): knn_entropy(torch.rand(3, 2), k=3)
 
 
