@@ -171,7 +171,7 @@ def surface(model: nn.Module, ds: ImageSet, family: TriggerFamily,
                      for i, p in enumerate(family.patterns.values())])
     return replace(Surface.of(asr, floor), seconds=time.perf_counter() - t0)
 
-
+# %% ../nbs/08_defense.ipynb #89dd16da
 @dataclass
 class Evaluation(JsonRecord):
     "A model on the held-out images: clean accuracy; the original trigger's ASR and robust accuracy when there is one; its residual surface."
@@ -644,7 +644,7 @@ def detect(model: nn.Module,                  # the suspect classifier: normaliz
     margin = (0.0 if trigger_size is not None else MASK_MARGIN) if settings.margin is None else float(settings.margin)
     return Detection(asr.tolist(), settings.threshold, flag_classes(asr, settings.threshold, margin), per_class_area=area, margin=margin), det
 
-
+# %% ../nbs/08_defense.ipynb #ee014a95
 @dataclass
 class Repairs:
     "What `repair` did, class by class: each class's search, the model before its repair, every candidate, and the one returned."
@@ -707,7 +707,7 @@ def repair(model: nn.Module,                  # the suspect classifier; a repair
         repaired, out.choice[str(c)] = models[pick], pick
     return out, repaired
 
-
+# %% ../nbs/08_defense.ipynb #bd896638
 def defend(model: nn.Module,                  # the suspect classifier: normalized (N, C, H, W) -> (N, num_classes)
            images: torch.Tensor | None = None,  # the defender's clean images, uint8 or float pixels in [0, 1]
            labels: torch.Tensor | None = None,  # their true labels

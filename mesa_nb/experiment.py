@@ -288,79 +288,91 @@ class Run:
         return evaluate(model, self.held, self.trigger, self.cfg.location, self.cfg.seed, self.device,
                         self.family if surface else None, self.cfg.target, self.floor)
 
-    def clean(self) -> torch.nn.Module:
-        "Train (or reuse) the clean model and record its held-out accuracy, the trigger's ASR on it, and its surface (the floor)."
-        model, self.timing["clean"] = clean_model(self.cfg, self.train, self.out_dir, self.log)
-        self.models["clean"] = model
-        self.record["clean"] = self._evaluate(model)
+# %% ../nbs/11_experiment.ipynb #d2b75cf3
+@patch
+def clean(self: Run) -> torch.nn.Module:
+    "Train (or reuse) the clean model and record its held-out accuracy, the trigger's ASR on it, and its surface (the floor)."
+    model, self.timing["clean"] = clean_model(self.cfg, self.train, self.out_dir, self.log)
+    self.models["clean"] = model
+    self.record["clean"] = self._evaluate(model)
+    return model
+
+
+@patch
+def attack(self: Run) -> torch.nn.Module:
+    "Backdoor a copy of the clean model with the trigger (a clean control keeps the clean model)."
+    cfg, model = self.cfg, self.models.get("clean") or self.clean()
+    if self.trigger is None:
+        self.models["attacked"] = model
+        self.record["attack"] = Attack(self.record["clean"].accuracy, surface=self.record["clean"].surface); self.timing["attack"] = 0.0
         return model
+    with self._timed("attack"):
+        attacked = copy.deepcopy(model)
+        seed_everything(cfg.seed)
+        hist = backdoor(attacked, self.train, self.trigger, ratio=cfg.ratio, epochs=cfg.attack_epochs, lr=cfg.attack_lr,
+                        schedule=cfg.attack_schedule, batch_size=cfg.attack_batch_size, location=cfg.location, weight_decay=cfg.weight_decay,
+                        nesterov=cfg.nesterov, augmentation=cfg.augmentation, device=self.device)
+    self.record["attack"] = Attack(**vars(self._evaluate(attacked, surface=not self.repairs)), final_loss=hist[-1]["loss"] if hist else None)   # `defend` measures its surface
+    if cfg.save_models: save_model(attacked, self.path/"backdoored.safetensors", trigger=self.trigger.name, target=cfg.target)
+    self.models["attacked"] = attacked
+    self.log(f"backdoored: accuracy {self.record['attack'].accuracy:.3f}, ASR {self.record['attack'].asr:.3f}")
+    return attacked
 
-    def attack(self) -> torch.nn.Module:
-        "Backdoor a copy of the clean model with the trigger (a clean control keeps the clean model)."
-        cfg, model = self.cfg, self.models.get("clean") or self.clean()
-        if self.trigger is None:
-            self.models["attacked"] = model
-            self.record["attack"] = Attack(self.record["clean"].accuracy, surface=self.record["clean"].surface); self.timing["attack"] = 0.0
-            return model
-        with self._timed("attack"):
-            attacked = copy.deepcopy(model)
-            seed_everything(cfg.seed)
-            hist = backdoor(attacked, self.train, self.trigger, ratio=cfg.ratio, epochs=cfg.attack_epochs, lr=cfg.attack_lr,
-                            schedule=cfg.attack_schedule, batch_size=cfg.attack_batch_size, location=cfg.location, weight_decay=cfg.weight_decay,
-                            nesterov=cfg.nesterov, augmentation=cfg.augmentation, device=self.device)
-        self.record["attack"] = Attack(**vars(self._evaluate(attacked, surface=not self.repairs)), final_loss=hist[-1]["loss"] if hist else None)   # `defend` measures its surface
-        if cfg.save_models: save_model(attacked, self.path/"backdoored.safetensors", trigger=self.trigger.name, target=cfg.target)
-        self.models["attacked"] = attacked
-        self.log(f"backdoored: accuracy {self.record['attack'].accuracy:.3f}, ASR {self.record['attack'].asr:.3f}")
-        return attacked
 
-    def defend(self):
-        "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
-        cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size, mesa=cfg.search_settings, detection=cfg.detect_settings,
-                                  removal=cfg.repair_settings, recipe=cfg.recipe, original=self.trigger, classes=[cfg.target] if self.repairs else [],
-                                  family=self.family, floor=self.floor, seed=cfg.seed, device=self.device)
-        check(report.settings["held"] == self.record["evaluation"].held, "the defense was judged on other held-out images than the run")
-        self.report, self.models["repaired"] = report, repaired
-        self.record["detection"] = replace(report.detection, target=cfg.target if self.trigger else None)
-        self.record["defense"].mesa = report.mesa.get(str(cfg.target), {})
-        self.record["defense"].chosen = report.choice.get(str(cfg.target))
-        if self.repairs:      # the backdoored model's surface, measured by `defend` before the repair: the size of what must be removed, and the valid set
-            attack = self.record["attack"] = replace(self.record["attack"], surface=report.before[str(cfg.target)].surface)
-            self.record["coverage"] = coverage(report.searches[cfg.target], cfg.target, attack.surface, self.family, self.trigger, seed=cfg.seed)
-            if self.record["coverage"]: self.log(f"Lemma 1: {self.record['coverage'].line()}")
-        self.timing.update(detection=report.timing["detection"], mesa=report.timing["defense"])
-        if cfg.save_models and report.chosen: save_model(repaired, self.path/"repaired.safetensors", chosen=report.chosen)
-        self.log(report.summary())
-        return report, repaired
+@patch
+def defend(self: Run):
+    "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
+    cfg, model = self.cfg, self.models.get("attacked") or self.attack()
+    report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size, mesa=cfg.search_settings, detection=cfg.detect_settings,
+                              removal=cfg.repair_settings, recipe=cfg.recipe, original=self.trigger, classes=[cfg.target] if self.repairs else [],
+                              family=self.family, floor=self.floor, seed=cfg.seed, device=self.device)
+    check(report.settings["held"] == self.record["evaluation"].held, "the defense was judged on other held-out images than the run")
+    self.report, self.models["repaired"] = report, repaired
+    self.record["detection"] = replace(report.detection, target=cfg.target if self.trigger else None)
+    self.record["defense"].mesa = report.mesa.get(str(cfg.target), {})
+    self.record["defense"].chosen = report.choice.get(str(cfg.target))
+    if self.repairs:      # the backdoored model's surface, measured by `defend` before the repair: the size of what must be removed, and the valid set
+        attack = self.record["attack"] = replace(self.record["attack"], surface=report.before[str(cfg.target)].surface)
+        self.record["coverage"] = coverage(report.searches[cfg.target], cfg.target, attack.surface, self.family, self.trigger, seed=cfg.seed)
+        if self.record["coverage"]: self.log(f"Lemma 1: {self.record['coverage'].line()}")
+    self.timing.update(detection=report.timing["detection"], mesa=report.timing["defense"])
+    if cfg.save_models and report.chosen: save_model(repaired, self.path/"repaired.safetensors", chosen=report.chosen)
+    self.log(report.summary())
+    return report, repaired
 
-    def remove(self, name: str):
-        "The registered defense `name` (`defense.REMOVALS`) on the backdoored model with the shared recipe, judged like MESA: its result."
-        cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        if self.trigger is None or not cfg.removal or (name == "baseline" and cfg.baseline_runs == 0): return None
-        task = RemovalTask(model, self.pool, self.held, cfg.target, self.trigger, cfg.recipe, self.trigger_shape, cfg.seed, self.device,
-                           seeds=cfg.retrain_seeds, runs=cfg.baseline_runs, reverse_epochs=cfg.reverse_epochs, area=cfg.mask_area,
-                           family=self.family, floor=self.floor)
-        with self._timed(name):
-            rec = self.record["defense"][name] = run_removal(name, task)
-        runs = [e.asr for e in rec.runs]
-        self.log(f"{REMOVALS[name].label} ({len(runs)} retraining{'s' if len(runs) > 1 else ''}): ASR mean {sum(runs) / len(runs):.3f}, "
-                 f"worst {max(runs):.3f}, accuracy {sum(e.accuracy for e in rec.runs) / len(runs):.3f}")
-        return rec
 
-    def removals(self) -> dict:
-        "Every defense of `defenses` in turn (`remove`): name -> result."
-        return {name: self.remove(name) for name in self.cfg.defenses}
+@patch
+def remove(self: Run, name: str):
+    "The registered defense `name` (`defense.REMOVALS`) on the backdoored model with the shared recipe, judged like MESA: its result."
+    cfg, model = self.cfg, self.models.get("attacked") or self.attack()
+    if self.trigger is None or not cfg.removal or (name == "baseline" and cfg.baseline_runs == 0): return None
+    task = RemovalTask(model, self.pool, self.held, cfg.target, self.trigger, cfg.recipe, self.trigger_shape, cfg.seed, self.device,
+                       seeds=cfg.retrain_seeds, runs=cfg.baseline_runs, reverse_epochs=cfg.reverse_epochs, area=cfg.mask_area,
+                       family=self.family, floor=self.floor)
+    with self._timed(name):
+        rec = self.record["defense"][name] = run_removal(name, task)
+    runs = [e.asr for e in rec.runs]
+    self.log(f"{REMOVALS[name].label} ({len(runs)} retraining{'s' if len(runs) > 1 else ''}): ASR mean {sum(runs) / len(runs):.3f}, "
+             f"worst {max(runs):.3f}, accuracy {sum(e.accuracy for e in rec.runs) / len(runs):.3f}")
+    return rec
 
-    def neural_cleanse(self) -> NCDetection | None:
-        "With `neural_cleanse`: Neural Cleanse's detector on every class (a reversed pattern and mask each, the anomaly index of their norms)."
-        cfg, model = self.cfg, self.models.get("attacked") or self.attack()
-        if not cfg.neural_cleanse: return None
-        with self._timed("neural_cleanse"):
-            rec = self.record["neural_cleanse"] = neural_cleanse(model, self.pool, epochs=cfg.reverse_epochs, area=cfg.mask_area,
-                                                                 location=cfg.location, seed=cfg.seed, device=self.device)
-        self.log("Neural Cleanse anomaly index: " + " ".join(f"{c}:{a:.1f}" for c, a in enumerate(rec.anomaly)) + f"; flagged {rec.flagged}")
-        return rec
+
+@patch
+def removals(self: Run) -> dict:
+    "Every defense of `defenses` in turn (`remove`): name -> result."
+    return {name: self.remove(name) for name in self.cfg.defenses}
+
+
+@patch
+def neural_cleanse(self: Run) -> NCDetection | None:
+    "With `neural_cleanse`: Neural Cleanse's detector on every class (a reversed pattern and mask each, the anomaly index of their norms)."
+    cfg, model = self.cfg, self.models.get("attacked") or self.attack()
+    if not cfg.neural_cleanse: return None
+    with self._timed("neural_cleanse"):
+        rec = self.record["neural_cleanse"] = neural_cleanse(model, self.pool, epochs=cfg.reverse_epochs, area=cfg.mask_area,
+                                                             location=cfg.location, seed=cfg.seed, device=self.device)
+    self.log("Neural Cleanse anomaly index: " + " ".join(f"{c}:{a:.1f}" for c, a in enumerate(rec.anomaly)) + f"; flagged {rec.flagged}")
+    return rec
 
 # %% ../nbs/11_experiment.ipynb #beda14ea
 @patch
