@@ -22,7 +22,7 @@ from fastcore.docments import docments
 from .batch import batch, check_data, execute, plan, zoo_plan
 from .core import MesaError, RunBusy, as_device, check, check_out_folder, one_line, write_json
 from .data import load_dataset
-from .defense import DetectSettings, RepairSettings, Retrain, SearchSettings, defend
+from .defense import FLAG_RULES, DetectSettings, RepairSettings, Retrain, SearchSettings, defend
 from .experiment import PRESETS, RunConfig, make_config, run_name
 from .models import SCHEDULES, read_checkpoint, save_model
 from .report import collect, run_table, summary_table, write_report
@@ -187,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the trigger's side in pixels, or 'unknown': generators of a pattern and an opacity mask over the whole image, "
                         "with a prior on area (for patches of any size and blended triggers) (default: 3)")
     for source in (defend, *DEFEND_SETTINGS.values()):
-        add_options(d, source, skip=DEFEND_SKIP, choices={"objective": sorted(OBJECTIVES), "ensemble": list(ENSEMBLES)})
+        add_options(d, source, skip=DEFEND_SKIP, choices={"objective": sorted(OBJECTIVES), "ensemble": list(ENSEMBLES), "rule": list(FLAG_RULES)})
     add_options(d, Retrain, prefix="retrain_", choices={"schedule": list(SCHEDULES), "location": list(LOCATIONS)})
     return p
 

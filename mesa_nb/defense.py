@@ -25,12 +25,13 @@ from .models import accuracy, fit, forward
 from .threat import Trigger, TriggerFamily, attack_success_rate, check_fits, stamp, stamp_some, trigger_family, trigger_outcomes
 
 # %% auto #0
-__all__ = ['MASK_MARGIN', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes', 'fixed_sampler', 'bank_sampler',
-           'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun',
-           'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'retrained', 'ideal_defense', 'baseline_defense',
-           'RemovalTask', 'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse',
-           'DefenseReport', 'choose_repair', 'surface_noise', 'SearchSettings', 'DetectSettings', 'RepairSettings',
-           'trigger_shape_of', 'detect', 'Repairs', 'repair', 'defend', 'Coverage', 'coverage']
+__all__ = ['MASK_MARGIN', 'SIGNIFICANCE', 'FLAG_RULES', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes',
+           'class_pvalues', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface',
+           'Evaluation', 'Repaired', 'Candidate', 'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger',
+           'retrained', 'ideal_defense', 'baseline_defense', 'RemovalTask', 'Removal', 'finetune', 'run_removal',
+           'anomaly_index', 'NCDetection', 'neural_cleanse', 'DefenseReport', 'choose_repair', 'surface_noise',
+           'SearchSettings', 'DetectSettings', 'RepairSettings', 'trigger_shape_of', 'detect', 'flag', 'Repairs',
+           'repair', 'defend', 'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -50,6 +51,42 @@ def flag_classes(per_class_asr,               # mean ASR of generated triggers, 
         top2 = asr.topk(2).values
         out &= (asr == top2[0]) & (top2[0] - top2[1] >= margin)
     return [int(c) for c in out.nonzero().flatten()]
+
+# %% ../nbs/08_defense.ipynb #bac13558
+SIGNIFICANCE = 0.05   # with the p-value rule, flag a class whose p-value (`class_pvalues`) is below this
+FLAG_RULES = ("threshold", "pvalue")
+
+
+def _tail(x: float, ref: Tensor, K: int) -> float | None:
+    "Šidák-corrected upper tail of `x` as the highest of K draws from the reference's t predictive; None when it cannot be computed."
+    from scipy.stats import t as student_t            # scipy comes with scikit-learn
+    n = len(ref)
+    if n < 3: return None
+    m, sd = float(ref.mean()), float(ref.std())
+    if not sd > 1e-9: return None
+    q = float(student_t.sf((x - m) / (sd * math.sqrt(1 + 1 / n)), n - 1))   # one new draw's upper tail
+    return float(-math.expm1(K * math.log1p(-q))) if q < 1 else 1.0        # 1 - (1 - q)^K, exact for small q
+
+
+def class_pvalues(per_class_asr,               # mean ASR of generated triggers, one per class: (K,)
+                  significance: float = SIGNIFICANCE,   # flag the highest class while its p-value is below this
+                  most: int | None = None,     # at most this many attacked classes (default: half the classes)
+                  ) -> tuple[list[float | None], list[int]]:
+    "Each class's p-value as an outlier above the other unflagged classes (flagged ones leave the reference in turn), and the flagged classes; None where not computable."
+    asr = torch.as_tensor(per_class_asr, dtype=torch.float64).reshape(-1)
+    check(len(asr) >= 2 and bool(torch.isfinite(asr).all()) and bool(((asr >= 0) & (asr <= 1)).all()),
+          f"per_class_asr must hold one ASR in [0, 1] per class; got {asr.tolist()}")
+    check(0 < significance < 1, f"significance must be in (0, 1); got {significance}")
+    K, z = len(asr), asr.sqrt().asin()                # binomial proportions on the scale where their noise is even
+    most = K // 2 if most is None else int(most)
+    flagged, p = [], [None] * K
+    while True:
+        rest = [c for c in range(K) if c not in flagged]
+        for c in rest: p[c] = _tail(float(z[c]), z[[k for k in rest if k != c]], len(rest))   # each against the other unflagged classes
+        top = max(rest, key=lambda c: float(z[c]))
+        if len(flagged) >= most or p[top] is None or p[top] >= significance: break
+        flagged.append(top)
+    return p, flagged
 
 # %% ../nbs/08_defense.ipynb #8ae30fb5
 Sampler = Callable[[int], torch.Tensor]  # n -> (n, C, h, w) trigger patterns in [0, 1]
@@ -240,9 +277,16 @@ class Detection(JsonRecord):
     target: int | None = None     # the true target, when known (a research run); None for a clean control
     per_class_area: list[float] | None = None   # mask searches: the mean opacity of each class's generated triggers (share of the image)
     margin: float = 0.0           # the lead over every other class a flagged class needed (`flag_classes`)
+    rule: str = "threshold"       # what flagged: 'pvalue' (`class_pvalues`, no threshold) or 'threshold' (with the margin)
+    p_values: list[float | None] | None = None   # each class's p-value as an outlier above the classes ranked below it (None: not computable)
+    significance: float | None = None   # the p-value rule's significance
+    note: str | None = None       # why the p-value rule fell back to the threshold, when it did
 
     def validate(self, need):
         n = len(self.per_class_asr)
+        need(self.rule in ("threshold", "pvalue"), "rule", f"must be 'threshold' or 'pvalue'; got {self.rule!r}")
+        need(self.p_values is None or (len(self.p_values) == n and all(p is None or 0 <= p <= 1 for p in self.p_values)),
+             "p_values", f"must be one p-value in [0, 1] (or null) per class ({n}); got {self.p_values}")
         need(n >= 2 and all(0 <= a <= 1 for a in self.per_class_asr), "per_class_asr", f"must be 2 or more ASRs in [0, 1]; got {self.per_class_asr}")
         need(0 < self.threshold < 1, "threshold", f"must be a mean ASR in (0, 1); got {self.threshold}")
         need(0 <= self.margin < 1, "margin", f"must be a lead in mean ASR in [0, 1); got {self.margin}")
@@ -250,6 +294,13 @@ class Detection(JsonRecord):
         need(self.target is None or 0 <= self.target < n, "target", f"must be a class in [0, {n}); got {self.target}")
         need(self.per_class_area is None or (len(self.per_class_area) == n and all(0 <= a <= 1 for a in self.per_class_area)),
              "per_class_area", f"must be one mean opacity in [0, 1] per class ({n}); got {self.per_class_area}")
+
+    def verdict(self) -> str:
+        "How the classes were flagged, in words: the rule, its setting, the flagged classes' p-values."
+        if self.rule == "pvalue":
+            how = f"p-value below {self.significance}" + (" (" + ", ".join(f"class {c}: {self.p_values[c]:.1g}" for c in self.flagged) + ")" if self.flagged else "")
+        else: how = f"threshold {self.threshold}" + (f", margin {self.margin}" if self.margin else "") + (f" ({self.note})" if self.note else "")
+        return how + ": flagged " + (str(self.flagged) if self.flagged else "nothing")
 
 
 def evaluate(model: nn.Module, held: ImageSet, original: Trigger | None,
@@ -467,7 +518,9 @@ class DefenseReport(JsonRecord):
         d = self.detection
         lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d.per_class_asr))]
         if d.per_class_area: lines.append("their mean opacity (share of the image): " + " ".join(f"{c}:{a:.3f}" for c, a in enumerate(d.per_class_area)))
-        lines.append(f"threshold {d.threshold}" + (f", margin {d.margin}" if d.margin else "") + ": " + (f"flagged {d.flagged}" if d.flagged else "no class flagged, no backdoor detected; model returned unchanged"))
+        if d.p_values: lines.append("p-value of each class as an outlier above the classes below it: "
+                                    + " ".join(f"{c}:{'–' if p is None else f'{p:.2g}'}" for c, p in enumerate(d.p_values)))
+        lines.append(d.verdict() + ("" if d.flagged else ": no backdoor detected; model returned unchanged"))
         if self.family is not None and self.mesa: lines.append(f"residual surface: the ASR of {self.family.size} triggers ({self.family.kind}: "
                                                                + ", ".join(f"{n} {k}" for k, n in self.family.groups.items()) + ") on the held-out images")
         for c, cands in self.mesa.items():
@@ -507,6 +560,7 @@ def surface_noise(mean: float, n: int) -> float:
 # %% ../nbs/08_defense.ipynb #3d4114f3
 _RULES = [   # every number `defend` takes, checked before any search: (settings, test, what a valid value is)
     (("threshold",), lambda v: finite(v) and 0 < v < 1, "a mean ASR in (0, 1)"),
+    (("significance",), lambda v: finite(v) and 0 < v < 1, "a p-value in (0, 1)"),
     (("margin",), lambda v: v is None or (finite(v) and 0 <= v < 1), "a lead in mean ASR in [0, 1) (or None: 0, and 0.1 with masks)"),
     (("alpha",), lambda v: finite(v) and v >= 0, "a number >= 0"),
     (("accuracy_budget",), lambda v: finite(v) and 0 <= v <= 1, "a share of accuracy in [0, 1]"),
@@ -544,12 +598,16 @@ class SearchSettings:
 @dataclass(frozen=True)
 class DetectSettings:
     "How `detect` searches every class side by side and flags the attacked ones (Step 1)."
+    rule: str = "threshold"             # 'threshold' (mean ASR above the threshold, with the margin) or 'pvalue' (`class_pvalues`; no threshold to choose)
     threshold: float = 0.5              # flag a class whose generated triggers exceed this mean ASR
     margin: float | None = None         # and lead every other class by this much (default: 0; MASK_MARGIN with masks)
+    significance: float = SIGNIFICANCE  # with rule 'pvalue': flag a class whose p-value as an outlier above the model's other classes is below this
     detect_steps: int | None = None     # detection search steps (default: 10 epochs over the search images)
     detect_halving: int = 0             # detection: rungs of successive halving (each stops the worse half of the classes); 0: none
 
-    def __post_init__(self): check_settings(self, _RULES)
+    def __post_init__(self):
+        check_settings(self, _RULES)
+        check(self.rule in FLAG_RULES, f"setting rule (--rule) must be one of {FLAG_RULES}; got {self.rule!r}")
 
 
 @dataclass(frozen=True)
@@ -641,8 +699,26 @@ def detect(model: nn.Module,                  # the suspect classifier: normaliz
                          batch=mesa.search_batch, trigger_shape=shape, location=location, seed=seed, device=device)
     asr = per_class_asr(det, model, ds, n=mesa.check_triggers, images=mesa.check_images, seed=seed, device=device)
     area = det.sample(mesa.check_triggers, seed)[:, :, -1].mean((1, 2, 3)).tolist() if trigger_size is None else None   # (classes,): one sub-model each
-    margin = (0.0 if trigger_size is not None else MASK_MARGIN) if settings.margin is None else float(settings.margin)
-    return Detection(asr.tolist(), settings.threshold, flag_classes(asr, settings.threshold, margin), per_class_area=area, margin=margin), det
+    return flag(asr, settings, masked=trigger_size is None, per_class_area=area), det
+
+
+def flag(per_class_asr,                       # mean ASR of generated triggers, one per class
+         settings: DetectSettings = DetectSettings(),
+         masked: bool = False,                # the size was unknown (masks): the threshold rule's default margin is MASK_MARGIN
+         **extra) -> Detection:               # more fields of the record (per_class_area, target)
+    "The flag rule of `settings` on one model's per-class scores: by threshold and margin (the default) or by p-value; the p-values are recorded either way."
+    asr = torch.as_tensor(per_class_asr, dtype=torch.float64).reshape(-1)
+    threshold = float(settings.threshold)
+    margin = (MASK_MARGIN if masked else 0.0) if settings.margin is None else float(settings.margin)
+    p, by_p = class_pvalues(asr, settings.significance)
+    note, top = None, int(asr.argmax())
+    if settings.rule == "pvalue" and p[top] is None:
+        note = (f"no p-value: {len(asr) - 1} classes below the top are fewer than 3" if len(asr) < 4 else "no p-value: the other classes' scores are all equal")
+        note += f"; flagged by mean ASR above {threshold}" + (f" and a lead of {margin}" if margin else "")
+    rule = "pvalue" if settings.rule == "pvalue" and note is None else "threshold"
+    flagged = sorted(by_p) if rule == "pvalue" else flag_classes(asr, threshold, margin)
+    return Detection(asr.tolist(), threshold, flagged, margin=margin if rule == "threshold" else 0.0, rule=rule, p_values=p,
+                     significance=settings.significance, note=note, **extra)
 
 # %% ../nbs/08_defense.ipynb #ee014a95
 @dataclass

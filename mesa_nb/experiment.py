@@ -21,7 +21,7 @@ from fastcore.basics import patch
 
 from .core import MesaError, RunDir, as_device, check, check_settings, count, finite, read_json, seed_everything
 from .data import CLASSES, DATASETS, IMAGE_SHAPES, defender_split, load_dataset
-from .defense import (REMOVALS, DetectSettings, Evaluation, NCDetection, RemovalTask, RepairSettings, Retrain, SearchSettings, coverage, defend,
+from .defense import (REMOVALS, SIGNIFICANCE, DetectSettings, Evaluation, NCDetection, RemovalTask, RepairSettings, Retrain, SearchSettings, coverage, defend,
                              evaluate, neural_cleanse, run_removal)
 from .search import AREA, BLEND_AREA, as_objective
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
@@ -78,8 +78,10 @@ class RunConfig:
     objective: str = "maxent"        # search objective: "maxent" (k-NN entropy, adapted alpha, 4 images per trigger) or "paper" (MINE, fixed alpha)
     alpha: float = 0.1               # entropy weight (with "maxent": its starting value, then adapted)
     betas: list = field(default_factory=lambda: [0.5, 0.8, 0.9])  # MESA's levels in (0, 1), one sub-model each
+    rule: str = "threshold"          # detection's flag rule: "threshold" (mean ASR, with the margin) or "pvalue" (an outlier among the model's classes)
     threshold: float = 0.5           # detection: flag a class whose triggers' mean ASR is above this
     margin: float | None = None      # detection: and that leads every other class by this much (None: 0, and MASK_MARGIN with masks)
+    significance: float = SIGNIFICANCE  # detection with rule "pvalue": flag a class whose p-value is below this
     detect_steps: int | None = 20    # detection: search steps per class (None: 10 epochs over the search images)
     search_steps: int | None = 20    # search steps per level for the flagged class (None: 10 epochs)
     search_batch: int = 32           # triggers per sub-model per search step

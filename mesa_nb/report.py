@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 
 from .core import atomic_path, check, check_out_folder, read_json, write_text
+from .defense import MASK_MARGIN, SIGNIFICANCE, class_pvalues, flag_classes
 from .record import RunRecord
 from .viz import plot_after_defense, plot_detection_matrix, plot_roc, plot_surface, save_figures
 
 # %% auto #0
-__all__ = ['PAPER', 'DETECTORS', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'summary_table',
-           'detection_scores', 'detection_summary', 'per_trigger', 'markdown', 'write_report']
+__all__ = ['PAPER', 'DETECTORS', 'RULES', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'summary_table',
+           'detection_scores', 'flag_rates', 'detection_summary', 'per_trigger', 'markdown', 'write_report']
 
 # %% ../nbs/12_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -148,7 +149,7 @@ def run_table(rec: RunRecord) -> str:
     det = rec.detection
     rows.append("\ndetection (mean ASR of generated triggers per class): "
                 + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(det.per_class_asr))
-                + f"; threshold {det.threshold}; flagged {det.flagged or 'nothing'}")
+                + f"; {det.verdict()}")
     if rec.family is not None: rows.append(f"surface: the ASR of {rec.family.size} triggers ({rec.family.kind}: "
                                            + ", ".join(f"{n} {k}" for k, n in rec.family.groups.items()) + f"), {rec.family.images} held-out images each")
     if rec.coverage is not None: rows.append(f"Lemma 1: {rec.coverage.line()}")
@@ -248,17 +249,35 @@ def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
     for r in records:
         asr = np.asarray(r.detection.per_class_asr, dtype=float)
         top, second = np.argsort(-asr, kind="stable")[:2]
+        p, by_p = class_pvalues(asr)                     # from the scores alone: the same for records made before the rule
+        masked = r.detection.per_class_area is not None
         row = dict(run=r.path or "", trigger=r.trigger.name if r.trigger else "none", seed=r.seed, backdoored=r.trigger is not None,
-                   target=r.target, mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second])
+                   target=r.target, mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second],
+                   pvalue_score=-math.log10(max(p[top], 1e-300)) if p[top] is not None else 0.0,
+                   flagged_pvalue=sorted(by_p), flagged_threshold=flag_classes(asr, 0.5, MASK_MARGIN if masked else 0.0))
         if r.neural_cleanse is not None:
             a = np.asarray(r.neural_cleanse.anomaly, dtype=float)
-            row.update(nc_top=int(a.argmax()), nc_score=a.max())
+            row.update(nc_top=int(a.argmax()), nc_score=a.max(), flagged_nc=list(r.neural_cleanse.flagged))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 DETECTORS = {"MESA (top class's mean ASR)": ("mesa_score", "mesa_top"), "MESA (margin over the second class)": ("mesa_margin", "mesa_top"),
-             "Neural Cleanse (anomaly index)": ("nc_score", "nc_top")}
+             "MESA (−log10 p of the top class)": ("pvalue_score", "mesa_top"), "Neural Cleanse (anomaly index)": ("nc_score", "nc_top")}
+RULES = {f"MESA p-value < {SIGNIFICANCE}": "flagged_pvalue", "MESA mean ASR > 0.5 (lead 0.1 with masks)": "flagged_threshold",
+         "Neural Cleanse anomaly index > 2": "flagged_nc"}   # flag rules as a defender runs them: no setting read off these models
+
+
+def flag_rates(df: pd.DataFrame) -> pd.DataFrame:
+    "Per flag rule: the share of backdoored models flagged at exactly their target, and of clean models flagged at all."
+    rows = []
+    for name, col in RULES.items():
+        if col not in df or df[col].isna().any(): continue
+        bd, cl = df[df.backdoored], df[~df.backdoored]
+        rows.append(dict(rule=name, models=f"{len(bd)} + {len(cl)} clean",
+                         exact_target=float(np.mean([f == [t] for f, t in zip(bd[col], bd.target)])) if len(bd) else math.nan,
+                         clean_flagged=float(np.mean([len(f) > 0 for f in cl[col]])) if len(cl) else math.nan))
+    return pd.DataFrame(rows)
 
 
 def detection_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -340,7 +359,8 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict:
                            + [c for c in df.columns if c.startswith("reach β=") or c.startswith("nesting ")]])]
     scores = detection_scores(records)
     over_models = scores.backdoored.any() and (~scores.backdoored).any()
-    if over_models: md += ["", "## Detection over the models", "", markdown(detection_summary(scores)), "", markdown(scores.drop(columns="run"))]
+    if over_models: md += ["", "## Detection over the models", "", markdown(detection_summary(scores)), "", markdown(flag_rates(scores)), "",
+                           markdown(scores.drop(columns="run"))]
     if fails: md += ["", "## Failed runs", ""] + [f"- `{f['run']}`: {f.get('error', '?')}" for f in fails]
     paths["md"] = write_text(out/"report.md", "\n".join(md) + "\n")
     bd = [r for r in records if r.trigger and r.defense.methods()]
