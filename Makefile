@@ -14,7 +14,7 @@ NBS := $(shell find nbs -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*')
 MESA_NB_DATA ?= $(wildcard $(abspath ../shared/data))
 export MESA_NB_DATA
 
-.PHONY: demo test lab docs docs-check export clean-nbs check-sync nbtest pytest bench scripts notebooks clean
+.PHONY: demo test lab docs docs-check export clean-nbs check-sync nbtest pytest bench scripts notebooks clean gpu-data gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,27 @@ bench: $(VENV)/.run
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_search.py
 	$(BIN)/python scripts/bench_surface.py
+
+# What scripts/gpu_check.sh needs on a GPU machine, where only a small working tree travels and nothing can be
+# downloaded: a CIFAR-10 subset (8,000 training and the 10,000 test images, xz-compressed, under 40 MB) and wheels of
+# the packages the machine's Python 3.12 lacks (scripts/gpu_wheels.txt). Neither installs anything here: they run
+# with .venv's python when there is one, else $(PYTHON), and the checkout's mesa_nb.
+GPU_DATA ?= .cache/gpu-data
+GPU_WHEELS ?= .cache/gpu-wheels
+GPU_PYTHON ?= 3.12
+HERE_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+GPU_PLATFORMS := manylinux1 manylinux2014 $(foreach v,5 17 24 26 27 28 31 34 35,manylinux_2_$(v))
+
+gpu-data:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(HERE_PYTHON) scripts/gpu_data.py --src "$(MESA_NB_DATA)" --out $(GPU_DATA)
+	du -sh $(GPU_DATA)
+
+gpu-wheels:
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(HERE_PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: -c constraints.txt \
+		--python-version $(GPU_PYTHON) --implementation cp $(foreach p,$(GPU_PLATFORMS),--platform $(p)_x86_64) \
+		-d $(GPU_WHEELS) $$(grep -v '^#' scripts/gpu_wheels.txt)
+	du -sh $(GPU_WHEELS)
 
 export: $(VENV)/.test
 	$(BIN)/nbdev_export

@@ -31,8 +31,9 @@ from .threat import CANONICAL_IDS, LOCATIONS
 from .viz import plot_detection, plot_surface_shift, plot_trigger_grid, save_figures
 
 # %% auto #0
-__all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'DEFEND_SETTINGS', 'DEMO_THREADS', 'COMMANDS', 'DEFENSE_FILES', 'load_user_model',
-           'load_images', 'add_options', 'given', 'trigger_size', 'parser', 'main']
+__all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'DEFEND_SETTINGS', 'DEMO_THREADS', 'COMMANDS', 'ALLOCATOR', 'DEFENSE_FILES',
+           'load_user_model', 'load_images', 'add_options', 'given', 'trigger_size', 'parser', 'keep_freed_memory',
+           'main']
 
 # %% ../nbs/14_cli.ipynb #86c79beb
 def load_user_model(model: str,                      # "module:factory", importable from here
@@ -191,6 +192,25 @@ def parser() -> argparse.ArgumentParser:
     add_options(d, Retrain, prefix="retrain_", choices={"schedule": list(SCHEDULES), "location": list(LOCATIONS)})
     return p
 
+# %% ../nbs/14_cli.ipynb #91507768
+ALLOCATOR = {"MALLOC_MMAP_MAX_": (0, -4), "MALLOC_TRIM_THRESHOLD_": (1 << 30, -1)}   # glibc's variable: (value, mallopt's parameter)
+
+
+def keep_freed_memory(environ=os.environ) -> dict:
+    "Keep what training frees in glibc's heap, for this process and those it starts (`ALLOCATOR`); a variable already in `environ` wins. What was set."
+    try: libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError, AttributeError): libc = ""
+    if not libc.startswith("glibc"): return {}               # another C library: these settings mean nothing to it
+    import ctypes
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    done = {}
+    for var, (value, param) in ALLOCATOR.items():
+        if var in environ: continue                          # the user's (glibc read it when this process started)
+        environ[var] = str(value)
+        if mallopt is not None: mallopt(param, value)
+        done[var] = str(value)
+    return done
+
 # %% ../nbs/14_cli.ipynb #e2f713c0
 def _print_run(status: str, info, cfg: RunConfig) -> int:
     "Print a run's table (`info` is its `RunRecord`) or why it did not run (`info` holds the error)."
@@ -260,6 +280,7 @@ def _defend_cli(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mesa-nb` command."
     args = parser().parse_args(argv)
+    keep_freed_memory()                                      # before any training here or in the kernels started
     try:
         if args.command == "triggers":
             print(" ".join(map(str, CANONICAL_IDS))); return 0

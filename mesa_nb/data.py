@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import codecs
+import gzip
 import hashlib
+import lzma
 import os
 import pickle
 import shutil
@@ -24,10 +26,10 @@ import torch.nn.functional as F
 from .core import MesaError, as_device, check
 
 # %% auto #0
-__all__ = ['DIGITS_CLASSES', 'CIFAR', 'DATASETS', 'CLASSES', 'IMAGE_SHAPES', 'ImageSet', 'channel_stats', 'load_digits',
-           'SafeUnpickler', 'read_pickle', 'default_data_root', 'find_dataset_dir', 'load_cifar', 'md5sum',
-           'extract_archive', 'download_cifar', 'load_dataset', 'as_image_set', 'random_split', 'Split',
-           'defender_split', 'to_float', 'normalize', 'augment', 'batches']
+__all__ = ['DIGITS_CLASSES', 'CIFAR', 'COMPRESSED', 'DATASETS', 'CLASSES', 'IMAGE_SHAPES', 'ImageSet', 'channel_stats',
+           'load_digits', 'SafeUnpickler', 'data_file', 'read_pickle', 'default_data_root', 'find_dataset_dir',
+           'load_cifar', 'md5sum', 'extract_archive', 'download_cifar', 'load_dataset', 'as_image_set', 'random_split',
+           'Split', 'defender_split', 'to_float', 'normalize', 'augment', 'batches']
 
 # %% ../nbs/01_data.ipynb #87aee900
 @dataclass
@@ -153,18 +155,28 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused global '{module}.{name}'")
 
 
-def read_pickle(path: str | os.PathLike) -> object:
-    "Read a dataset pickle with `SafeUnpickler`; errors name the file and what to do."
+COMPRESSED = {".xz": lzma.open, ".gz": gzip.open}   # a data file kept compressed: its name plus one of these
+
+
+def data_file(path: str | os.PathLike) -> Path:
+    "`path` when it is a file, else its compressed copy (`path.xz`, `path.gz`) when there is one, else `path`."
     path = Path(path)
+    if path.is_file(): return path
+    return next((c for s in COMPRESSED if (c := path.with_name(path.name + s)).is_file()), path)
+
+
+def read_pickle(path: str | os.PathLike) -> object:
+    "Read a dataset pickle (or its `.xz`/`.gz` copy, see `data_file`) with `SafeUnpickler`; errors name the file and what to do."
+    path = data_file(path)
     check(path.is_file(), f"missing data file: expected {path.name} in {path.parent}")
     try:
-        with open(path, "rb") as f: return SafeUnpickler(f, encoding="bytes").load()
+        with COMPRESSED.get(path.suffix, open)(path, "rb") as f: return SafeUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as e:
         if "refused global" in str(e):
             raise MesaError(f"{path} was refused: {e}, which a dataset file never contains. The file is not a genuine "
                             "CIFAR pickle and was not executed; replace it with a fresh copy") from None
         raise MesaError(f"{path} is corrupt ({e}); replace it with a fresh copy") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, lzma.LZMAError, gzip.BadGzipFile) as e:
         raise MesaError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); replace it with a fresh copy") from None
 
 # %% ../nbs/01_data.ipynb #7dd19776
@@ -183,7 +195,7 @@ def find_dataset_dir(name: str,                            # "cifar10" or "cifar
     elif os.environ.get("MESA_NB_DATA"): base, origin = Path(os.environ["MESA_NB_DATA"]).expanduser(), "$MESA_NB_DATA"
     else: base, origin = default_data_root(), "the default cache folder"
     for cand in (base, base/spec["folder"]):
-        if (cand/spec["meta"]).is_file() or (cand/spec["test"][0]).is_file(): return cand
+        if data_file(cand/spec["meta"]).is_file() or data_file(cand/spec["test"][0]).is_file(): return cand
     raise MesaError(f"{name} not found: expected a folder {spec['folder']}/ with {spec['meta']}, {spec['test'][0]}, "
                     f"{spec['train'][0]}... in {base} ({origin}). Pass data_dir=..., set MESA_NB_DATA, "
                     f"or call download_cifar({name!r}) where the network allows")
@@ -218,7 +230,7 @@ def load_cifar(name: str = "cifar10",                    # "cifar10" or "cifar10
     check(isinstance(meta, dict) and spec["names_key"] in meta, f"{folder/spec['meta']}: key {spec['names_key'].decode()!r} missing")
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta[spec["names_key"]]]
     check(len(classes) == spec["num_classes"], f"{folder/spec['meta']}: expected {spec['num_classes']} class names, got {len(classes)}")
-    parts = [_validate_batch(read_pickle(folder/f), folder/f, spec["label_key"], spec["num_classes"]) for f in spec[split]]
+    parts = [_validate_batch(read_pickle(folder/f), data_file(folder/f), spec["label_key"], spec["num_classes"]) for f in spec[split]]
     data = np.concatenate([p[0] for p in parts]); labels = np.concatenate([p[1] for p in parts])
     images = torch.from_numpy(data).view(-1, 3, 32, 32)  # rows are channel-major 32x32 RGB planes
     return ImageSet(images, torch.from_numpy(labels), classes, spec["mean"], spec["std"], name=f"{name}/{split}")
