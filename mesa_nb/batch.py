@@ -6,12 +6,16 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
 import uuid
+import weakref
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from .record import RunRecord
 from .threat import CANONICAL_IDS
 
 # %% auto #0
-__all__ = ['template', 'check_data', 'execute', 'expand_triggers', 'plan', 'zoo_plan', 'batch']
+__all__ = ['template', 'check_data', 'stop_kernels', 'execute', 'expand_triggers', 'plan', 'zoo_plan', 'batch']
 
 # %% ../nbs/13_batch.ipynb #e9a6cebe
 def template(name: str = "run") -> Path:
@@ -45,14 +49,46 @@ def check_data(cfg: RunConfig):
     if cfg.dataset != "digits": find_dataset_dir(cfg.dataset, cfg.data_dir)
 
 
+_KERNELS = weakref.WeakSet()   # the kernel managers of this process's runs, so that an interrupt can stop their kernels first
+
+
+def stop_kernels():
+    "Kill the kernel of every run this process is executing, at once (on Ctrl-C): no tracebacks from a kernel cut off mid-cell, and the run is redone next time."
+    for km in list(_KERNELS):
+        proc = getattr(getattr(km, "provisioner", None), "process", None)
+        if proc is None or proc.poll() is not None: continue
+        try: os.killpg(proc.pid, signal.SIGKILL) if os.name != "nt" else proc.kill()   # a kernel leads its own process group
+        except OSError: pass
+
+
+@contextmanager
+def _atomic_notebook(path: Path):
+    "A temporary path beside `path` for papermill's output: moved onto `path` when it holds a whole notebook (the run's end, or its error), removed when not (a full disk or an interrupt mid-write)."
+    tmp = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.ipynb")    # papermill wants the .ipynb suffix
+    try: yield tmp
+    finally:
+        try:
+            json.loads(tmp.read_text(encoding="utf-8"))
+            with open(tmp, "rb+") as f: os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except (OSError, ValueError): tmp.unlink(missing_ok=True)
+
+
 def _kernel_manager():
     "Papermill's kernel reached over local IPC sockets (no TCP port to eavesdrop on, so no warning), or TCP where a socket path would be too long."
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.paths import jupyter_runtime_dir
     from traitlets import default
-    if os.name == "nt" or len(jupyter_runtime_dir()) > 60: return AsyncKernelManager   # sockets are <runtime dir>/mesa-nb-<12 hex>-ipc-<port>, at most 107 bytes
 
-    class IPCKernelManager(AsyncKernelManager):
+    class Tracked(AsyncKernelManager):
+        "A kernel manager `stop_kernels` can find, which shuts an idle kernel down without interrupting it first."
+        def __init__(self, *args, **kwargs): super().__init__(*args, **kwargs); _KERNELS.add(self)
+
+        async def _async_interrupt_kernel(self):   # jupyter_client interrupts before every shutdown: an idle kernel then logs a stray error line
+            if not self.shutting_down: await super()._async_interrupt_kernel()
+    if os.name == "nt" or len(jupyter_runtime_dir()) > 60: return Tracked   # sockets are <runtime dir>/mesa-nb-<12 hex>-ipc-<port>, at most 107 bytes
+
+    class IPCKernelManager(Tracked):
         @default("transport")
         def _default_transport(self): return "ipc"
 
@@ -77,9 +113,10 @@ def execute(cfg: RunConfig, notebook: str | Path | None = None, timeout: float |
             (run_dir/"failed.json").unlink(missing_ok=True)
             t0 = time.perf_counter()
             try:
-                pm.execute_notebook(str(notebook or template("run")), str(run_dir/"run.ipynb"), parameters=asdict(cfg),
-                                    kernel_name="python3", language="python", progress_bar=False, execution_timeout=timeout,
-                                    cwd=str(Path.cwd()), kernel_manager_class=_kernel_manager())
+                with _atomic_notebook(run_dir/"run.ipynb") as output:   # never a half-written run.ipynb
+                    pm.execute_notebook(str(notebook or template("run")), str(output), parameters=asdict(cfg),
+                                        kernel_name="python3", language="python", progress_bar=False, execution_timeout=timeout,
+                                        cwd=str(Path.cwd()), kernel_manager_class=_kernel_manager())
             except Exception as e:                              # the notebook's error, recorded; the batch goes on
                 info = dict(error=one_line(e), seconds=time.perf_counter() - t0, settings=asdict(cfg), notebook=str(run_dir/"run.ipynb"))
                 write_json(run_dir/"failed.json", info)

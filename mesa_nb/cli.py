@@ -6,22 +6,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import inspect
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import torch
 from fastcore.docments import docments
 
-from .batch import batch, check_data, execute, plan, zoo_plan
+from .batch import batch, check_data, execute, plan, stop_kernels, zoo_plan
 from .core import MesaError, RunBusy, as_device, check, check_out_folder, one_line, write_json
-from .data import load_dataset
+from .data import ImageSet, as_image_set, load_dataset, load_image_folder, normalize, to_float
 from .defense import FLAG_RULES, DetectSettings, RepairSettings, Retrain, SearchSettings, defend
 from .experiment import PRESETS, RunConfig, make_config, run_name
 from .models import SCHEDULES, read_checkpoint, save_model
@@ -31,20 +34,28 @@ from .threat import CANONICAL_IDS, LOCATIONS
 from .viz import plot_detection, plot_surface_shift, plot_trigger_grid, save_figures
 
 # %% auto #0
-__all__ = ['RUN_SKIP', 'DEFEND_SKIP', 'DEFEND_SETTINGS', 'DEMO_THREADS', 'COMMANDS', 'ALLOCATOR', 'DEFENSE_FILES',
-           'load_user_model', 'load_images', 'add_options', 'given', 'trigger_size', 'parser', 'keep_freed_memory',
-           'main']
+__all__ = ['FORWARD_IMAGES', 'MIN_PER_CLASS', 'RUN_SKIP', 'DEFEND_SKIP', 'DEFEND_SETTINGS', 'DEMO_THREADS', 'ZOO_MAX', 'COMMANDS',
+           'ALLOCATOR', 'DISK_FULL', 'DEFENSE_FILES', 'RESUMABLE', 'load_user_model', 'load_images', 'check_model',
+           'check_per_class', 'defender_images', 'add_options', 'given', 'trigger_size', 'check_zoo', 'parser',
+           'keep_freed_memory', 'disk_full', 'disk_full_line', 'main']
 
 # %% ../nbs/14_cli.ipynb #86c79beb
-def load_user_model(model: str,                      # "module:factory", importable from here
+def _working_folder_on_path():
+    "Put the working folder on `sys.path` (first), as `python -m` does and uvicorn does for `module:app`: `cd mine && mesa-nb defend --model mymodels:build` finds mymodels.py."
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path: sys.path.insert(0, here)
+
+
+def load_user_model(model: str,                      # "module:factory", importable from the working folder or the path
                     weights: str | None = None,      # weights for a factory-built model (.safetensors or .pt state dict)
                     device=None) -> torch.nn.Module:
     "A user's classifier from `module:factory` (their own code) plus a weights file."
     device = as_device(device)
     if ":" in model and not Path(model).exists():
         mod, _, fn = model.partition(":")
+        _working_folder_on_path()
         try: factory = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as e: raise MesaError(f"cannot import {model!r} ({e}): give module:factory importable from here") from None
+        except (ImportError, AttributeError) as e: raise MesaError(f"cannot import {model!r} ({e}): give module:factory, the module in the working folder or importable") from None
         try: net = factory()
         except Exception as e: raise MesaError(f"{model}() failed ({one_line(e)}): the factory must build the model with no arguments") from None
         check(isinstance(net, torch.nn.Module), f"{model} returned {type(net).__name__}, not a torch.nn.Module")
@@ -83,6 +94,69 @@ def load_images(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3): x = x.permute(0, 3, 1, 2)
     check(len(x) == len(y), f"{len(x)} images but {len(y)} labels")
     return x.contiguous(), y
+
+# %% ../nbs/14_cli.ipynb #61f0f774
+FORWARD_IMAGES = 8    # images of the one forward pass that checks the model takes the defender's images
+MIN_PER_CLASS = 10    # images a class needs: a fifth is held out to judge the repair, so fewer leave it about one held-out image
+
+
+def check_model(model: torch.nn.Module,
+                ds: ImageSet,                          # the defender's images, labels and normalization
+                how: str = "the class count",          # where `ds`'s class count comes from, for the message
+                device=None):
+    "Before any search: finite weights, and one forward pass on a few of `ds`'s images giving finite logits, one per class."
+    device = as_device(device)
+    bad = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    check(bad is None, f"the model's weights hold NaN or infinite values ({bad}): the weights are damaged or their training diverged; give finite weights")
+    C, H, W = ds.shape
+    x = normalize(to_float(ds.images[:FORWARD_IMAGES].to(device)), ds.mean, ds.std)   # (n, C, H, W)
+    try:
+        with torch.no_grad(): out = model(x)
+    except Exception as e:
+        raise MesaError(f"the model cannot take the defender's images ({C} channel{'s' * (C != 1)}, {H}x{W}): {one_line(e)}; "
+                        "give images of the size and channels it was built for") from None
+    check(isinstance(out, torch.Tensor) and out.ndim == 2 and len(out) == len(x),
+          f"the model returned {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__} for {len(x)} images; it must return (N, classes) logits")
+    K, top = out.shape[1], int(ds.labels.max())
+    check(top < K, f"labels out of range: the model gives {K} outputs, so labels must lie in [0, {K}); {ds.name} has label {top}")
+    check(K == ds.num_classes, f"the model gives {K} outputs per image, but the class count is {ds.num_classes} ({how}): give --num-classes {K}")
+    check(bool(torch.isfinite(out).all()), "the model gives NaN or infinite outputs on the defender's images (its weights are finite): "
+                                           "check --mean/--std and the model's forward")
+
+
+def check_per_class(ds: ImageSet):
+    "At least `MIN_PER_CLASS` images of every class that has any."
+    counts = torch.bincount(ds.labels.cpu(), minlength=ds.num_classes).tolist()
+    few = next(((c, k) for c, k in enumerate(counts) if 0 < k < MIN_PER_CLASS), None)
+    if few: raise MesaError(f"class {few[0]} has {few[1]} image(s) in {ds.name}; defend needs at least {MIN_PER_CLASS} of each class it has "
+                            "images of (a fifth is held out to judge the repair): add images of that class")
+
+
+def defender_images(images: str | None,        # --images: an .npz file or a folder of class sub-folders
+                    dataset: str | None,       # --dataset: its test split, when no --images
+                    data_dir: str | None = None, num_classes: int | None = None, resize: bool = False, rgb: bool = False,
+                    mean=None, std=None) -> tuple[ImageSet, str, tuple]:
+    "(the defender's images as an `ImageSet`, where its class count comes from, (mean, std) as `defend` gets them)."
+    folder = images is not None and Path(images).is_dir()
+    check(folder or not (resize or rgb), "--resize and --rgb apply to --images DIR (a folder of class sub-folders) only")
+    check(num_classes is None or num_classes >= 2, f"--num-classes must be an integer >= 2; got {num_classes}")
+    names = None
+    if folder:
+        got = load_image_folder(images, resize, rgb)
+        x, y, n, how, names = got.images, got.labels, got.num_classes, "the class folders", got.classes
+    elif images is not None:
+        x, y = load_images(images)
+        n, how = int(y.max()) + 1, "the largest label + 1"
+    else:
+        got = load_dataset(dataset, "test", data_dir)
+        x, y, n, how, mean, std = got.images, got.labels, got.num_classes, f"{dataset}'s classes", mean or got.mean, std or got.std
+    if num_classes is not None:
+        check(int(y.max()) < num_classes, f"labels out of range: --num-classes {num_classes} needs labels in [0, {num_classes}); "
+                                          f"{images or dataset} has label {int(y.max())}")
+        n, how = num_classes, "--num-classes"
+    ds = as_image_set(x, y, n, mean, std, name=str(images or dataset))
+    if names: ds.classes = names + [str(c) for c in range(len(names), n)]
+    return ds, how, (mean, std)
 
 # %% ../nbs/14_cli.ipynb #37764434
 def _kind(anno) -> str:
@@ -138,6 +212,16 @@ def trigger_size(v: str) -> int | str:
     except ValueError: raise argparse.ArgumentTypeError(f"{v!r} is not a trigger size: give a side in pixels (e.g. 3) or 'unknown'") from None
 DEMO_THREADS = "2"   # CPU threads of the demo's run: floating-point sums, and so the last digits, depend on the count
 
+ZOO_MAX = 1000        # models of each kind in one zoo: backdoored model i draws trigger seed 1000 * zoo_seed + i, so more would reuse another zoo's
+
+
+def check_zoo(clean: int, backdoored: int, zoo_seed: int):
+    "`zoo`'s counts and seed, checked before anything is planned."
+    for flag, n in (("--clean", clean), ("--backdoored", backdoored)):
+        check(1 <= n <= ZOO_MAX, f"{flag} must be an integer from 1 to {ZOO_MAX}; got {n}")
+    check(0 <= zoo_seed < 2**32, f"--zoo-seed must be an integer in [0, 2**32); got {zoo_seed}")
+
+
 COMMANDS = {"demo": "the main job: the whole pipeline for trigger 170 on the bundled digits",
             "run": "one experiment run through the experiment notebook",
             "batch": "many runs, resumable, in parallel; then a report",
@@ -176,9 +260,14 @@ def parser() -> argparse.ArgumentParser:
     cmd["report"].add_argument("dir", help="the folder whose run folders to aggregate")
     cmd["report"].add_argument("--out", default=None, help="where to write (default: DIR)")
     d = cmd["defend"]
-    d.add_argument("--model", required=True, help="module:factory, the function that builds your model (importable)")
+    d.add_argument("--model", required=True, help="module:factory, the function that builds your model (its module in the working folder, or importable)")
     d.add_argument("--weights", default=None, help="weights for module:factory (.safetensors, or a .pt state dict)")
-    d.add_argument("--images", default=None, help=".npz with 'images' and 'labels' (else --dataset's test split)")
+    d.add_argument("--images", default=None, help=".npz with 'images' and 'labels', or a folder of class sub-folders of image files "
+                                                   "(classes: the sorted sub-folder names) (else --dataset's test split)")
+    d.add_argument("--resize", action="store_true", help="with --images DIR: resize every image to the most common size (default: refuse other sizes)")
+    d.add_argument("--rgb", action="store_true", help="with --images DIR: convert every image to RGB (default: refuse grey-scale among RGB, RGBA, CMYK...)")
+    d.add_argument("--num-classes", type=int, default=None, help="classes the model tells apart (default: the largest label + 1; "
+                                                                 "with --images DIR, the number of class folders)")
     d.add_argument("--dataset", default=None, help="digits, cifar10 or cifar100: its test split is the defender's data")
     d.add_argument("--data-dir", default=None, help="the CIFAR folder (default: $MESA_NB_DATA, else the cache)")
     d.add_argument("--mean", type=float, nargs="+", default=None, help="the model's input normalization, per channel (default: the images')")
@@ -216,10 +305,25 @@ def _print_run(status: str, info, cfg: RunConfig) -> int:
     "Print a run's table (`info` is its `RunRecord`) or why it did not run (`info` holds the error)."
     path = Path(cfg.out_dir)/run_name(cfg)
     if status == "busy": raise RunBusy(info["error"])
+    if status == "failed" and (full := disk_full(info["error"])):
+        print(f"mesa-nb: error: {disk_full_line(full, cfg.out_dir)}", file=sys.stderr); return 1
     if status == "failed":
         print(f"mesa-nb: run failed: {info['error']} (executed notebook: {info['notebook']})", file=sys.stderr); return 1
     print(("finished earlier, not redone\n" if status == "skipped" else "") + run_table(info) + f"\n\nrun folder: {path}/ ({info.timing['total']:.1f}s)")
     return 0
+
+
+DISK_FULL = tuple(os.strerror(n) for n in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)))   # as the OS words it
+
+
+def disk_full(text) -> str | None:
+    "The words of a full disk (no space, a file-size limit, a quota) in an error or its text, or None."
+    return next((w for w in DISK_FULL if w in str(text)), None)
+
+
+def disk_full_line(words: str, out) -> str:
+    "The one line a full disk ends a command with."
+    return f"the disk is full ({words}) while writing {out}: free space or give --out on another disk, and rerun"
 
 
 DEFENSE_FILES = re.compile(r"report\.json|repaired\.safetensors|detection\.png|(triggers|surface)-class\d+\.png")   # one defense's outputs
@@ -248,39 +352,59 @@ def _replace_set(new: Path, out: Path) -> list[str]:
 
 def _defend_cli(args) -> int:
     device = as_device(args.device)
-    check((args.images is None) != (args.dataset is None), "give the defender's images: --images FILE.npz or --dataset NAME (not both)")
+    check((args.images is None) != (args.dataset is None), "give the defender's images: --images FILE.npz or DIR, or --dataset NAME (not both)")
     check((args.mean is None) == (args.std is None), "give the model's normalization as both --mean and --std, or neither (then both come from the images)")
     out = _defense_out(Path(args.out))
-    if args.images: x, y = load_images(args.images); n_cls, mean, std = int(y.max()) + 1, args.mean, args.std
-    else:
-        ds = load_dataset(args.dataset, "test", args.data_dir)
-        x, y, n_cls, mean, std = ds.images, ds.labels, ds.num_classes, args.mean or ds.mean, args.std or ds.std
+    ds, how, (mean, std) = defender_images(args.images, args.dataset, args.data_dir, args.num_classes, args.resize, args.rgb, args.mean, args.std)
+    x, y, n_cls = ds.images, ds.labels, ds.num_classes
     model = load_user_model(args.model, args.weights, device)
     settings = {name: cls(**given(args, cls)) for name, cls in DEFEND_SETTINGS.items()}   # each checks its options, before any work
+    check_model(model, ds, how, device); check_per_class(ds)        # one forward pass on a few images, before any search
+    if args.images and Path(args.images).is_dir(): print("classes: " + ", ".join(f"{c} {n}" for c, n in enumerate(ds.classes)))
     report, repaired = defend(model, x, y, n_cls, mean, std, recipe=Retrain(**given(args, Retrain, prefix="retrain_")),
                               **settings, **given(args, defend, skip=DEFEND_SKIP),
                               **({} if args.trigger_size is None else {"trigger_size": None if args.trigger_size == "unknown" else args.trigger_size}))
     out.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))   # written in full first, then swapped in: never a mix of two defenses
+    try: _write_defense(report, repaired, new, args.seed or 0)
+    except BaseException: shutil.rmtree(new, ignore_errors=True); raise   # a full disk: the half-written set goes, the earlier one stays
+    names = _replace_set(new, out)
+    print(report.summary() + f"\n\nwritten to {out}/: {', '.join(names)}" + ("" if report.chosen else " (no backdoor found: the model is unchanged, so no repaired weights)"))
+    return 0
+
+
+def _write_defense(report, repaired, new: Path, seed: int):
+    "The report, figures and repaired weights of one defense, into the fresh folder `new`."
     write_json(new/"report.json", report.to_json())
     figs = {"detection": plot_detection(report.detection.per_class_asr, report.detection.threshold)}
     for c in report.mesa:                          # the repaired classes: flagged, or --classes
         res = report.searches[int(c)]
-        figs[f"triggers-class{c}"] = plot_trigger_grid({f"β={b:g}": s[:10].cpu() for b, s in zip(res.betas.tolist(), res.sample(10, args.seed or 0))})
+        figs[f"triggers-class{c}"] = plot_trigger_grid({f"β={b:g}": s[:10].cpu() for b, s in zip(res.betas.tolist(), res.sample(10, seed))})
         figs[f"surface-class{c}"] = plot_surface_shift({"before repair": report.before[c].surface,
                                                         **{("β=" + k if k != "ensemble" else k) + (" (returned)" if k == report.choice[c] else ""): v.surface
                                                            for k, v in report.mesa[c].items()}}, title=f"residual surface towards class {c}")
     save_figures(figs, new)
     if report.chosen: save_model(repaired, new/"repaired.safetensors", chosen=report.chosen)
-    names = _replace_set(new, out)
-    print(report.summary() + f"\n\nwritten to {out}/: {', '.join(names)}" + ("" if report.chosen else " (no backdoor found: the model is unchanged, so no repaired weights)"))
-    return 0
+
+
+RESUMABLE = ("demo", "run", "batch", "zoo")   # commands whose finished runs a rerun skips
+
+
+def _stop_kernels_on_interrupt():
+    "On Ctrl-C, kill the kernels of this process's runs first, then raise KeyboardInterrupt; returns the handler replaced (None off the main thread)."
+    if threading.current_thread() is not threading.main_thread(): return None
+    def interrupted(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)                # a second Ctrl-C does not cut the cleanup short
+        stop_kernels()
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGINT, interrupted)
 
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mesa-nb` command."
     args = parser().parse_args(argv)
     keep_freed_memory()                                      # before any training here or in the kernels started
+    before = _stop_kernels_on_interrupt()
     try:
         if args.command == "triggers":
             print(" ".join(map(str, CANONICAL_IDS))); return 0
@@ -298,8 +422,10 @@ def main(argv: list[str] | None = None) -> int:
             return _print_run(*execute(cfg, args.notebook), cfg)
         zoo = args.command == "zoo"
         base = make_config(args.preset, **{**given(args, RunConfig, skip=RUN_SKIP + ("trigger", "seed")), "out_dir": args.out_dir or f"outputs/{args.command}"})
+        check_out_folder(base.out_dir)                       # first: nothing is planned for a folder that cannot be written
+        if zoo: check_zoo(args.clean, args.backdoored, args.zoo_seed)
         cfgs = zoo_plan(base, args.clean, args.backdoored, args.zoo_seed) if zoo else plan(base, args.trigger, args.seeds)
-        check_data(base); check_out_folder(base.out_dir)
+        check_data(base)
         t0 = time.perf_counter()
         res = batch(cfgs, args.workers, args.notebook, args.engine, args.scheduler, progress=not args.no_progress)
         busy = f", {len(res['busy'])} run by another process" if res["busy"] else ""
@@ -311,3 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     except MesaError as e:
         print(f"mesa-nb: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mesa-nb: interrupted" + ("; rerun to resume" if args.command in RESUMABLE else ""), file=sys.stderr)
+        return 130
+    except Exception as e:                                   # a full disk (OSError, or a library's own error naming it): one line
+        if not (full := disk_full(e)): raise
+        print(f"mesa-nb: error: {disk_full_line(full, getattr(args, 'out_dir', None) or getattr(args, 'out', None) or 'the output folder')}", file=sys.stderr)
+        return 1
+    finally:
+        if before is not None: signal.signal(signal.SIGINT, before)

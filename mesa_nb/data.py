@@ -28,8 +28,9 @@ from .core import MesaError, as_device, check
 # %% auto #0
 __all__ = ['DIGITS_CLASSES', 'CIFAR', 'COMPRESSED', 'DATASETS', 'CLASSES', 'IMAGE_SHAPES', 'ImageSet', 'channel_stats',
            'load_digits', 'SafeUnpickler', 'data_file', 'read_pickle', 'default_data_root', 'find_dataset_dir',
-           'load_cifar', 'md5sum', 'extract_archive', 'download_cifar', 'load_dataset', 'as_image_set', 'random_split',
-           'Split', 'defender_split', 'to_float', 'normalize', 'augment', 'batches']
+           'load_cifar', 'md5sum', 'extract_archive', 'download_cifar', 'load_dataset', 'as_image_set',
+           'load_image_folder', 'random_split', 'Split', 'defender_split', 'to_float', 'normalize', 'augment',
+           'batches']
 
 # %% ../nbs/01_data.ipynb #87aee900
 @dataclass
@@ -329,6 +330,67 @@ def as_image_set(images: torch.Tensor,        # (N, C, H, W) uint8, or float pix
         images = (images * 255).round().to(torch.uint8)
     check(images.dtype == torch.uint8, f"images must be uint8 or float in [0, 1]; got {images.dtype}")
     return ImageSet(images.contiguous(), labels.long().reshape(-1), [str(c) for c in range(num_classes)], mean, std, name)
+
+# %% ../nbs/01_data.ipynb #5011e51c
+def _read_image(path: Path, rgb: bool) -> np.ndarray:
+    "One image file as (H, W, C) uint8 pixels: RGB or grey-scale as stored (palette and 1-bit decoded), or converted to RGB."
+    import warnings
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)   # an untrusted file: no giant images
+            with Image.open(path) as im:
+                im.load()
+                if rgb: im = im.convert("RGB")
+                elif im.mode in ("P", "1"): im = im.convert("RGB" if im.mode == "P" else "L")
+                check(im.mode in ("RGB", "L"), f"{path} has mode {im.mode}, neither RGB nor grey-scale: give --rgb to convert every image to RGB")
+                a = np.asarray(im, dtype=np.uint8)
+    except MesaError: raise
+    except UnidentifiedImageError: raise MesaError(f"{path} is not an image (Pillow cannot read it): remove it from the folder") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise MesaError(f"{path} is a damaged or oversized image ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}): replace or remove it") from None
+    return a if a.ndim == 3 else a[:, :, None]
+
+
+def _odd_one(items: list, key) -> tuple[int | None, object]:
+    "(index of the first item whose key differs from the most common key, or None; the most common key)."
+    from collections import Counter
+    keys = [key(a) for a in items]
+    common = Counter(keys).most_common(1)[0][0]
+    return next((i for i, k in enumerate(keys) if k != common), None), common
+
+
+def load_image_folder(path: str | os.PathLike,   # a folder of class sub-folders of image files
+                      resize: bool = False,      # resize every image to the most common size (else: refuse other sizes)
+                      rgb: bool = False,         # convert every image to RGB (else: refuse a mix of kinds, and RGBA, CMYK...)
+                      ) -> ImageSet:
+    "The images in `path`'s class sub-folders as an `ImageSet`: classes the sorted sub-folder names, labels their index."
+    root = Path(path)
+    check(root.is_dir(), f"image folder {root} does not exist")
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    for p in entries:
+        if not p.is_dir(): raise MesaError(f"{root} holds the file {p.name}: a folder of images holds one sub-folder per class "
+                                           "(each with that class's image files) and nothing else; move the file out")
+    check(len(entries) >= 2, f"{root} holds {len(entries)} class folder(s): it needs one sub-folder per class, at least 2")
+    files, labels = [], []
+    for i, d in enumerate(entries):
+        found = sorted(p for p in d.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(d).parts))
+        check(found, f"class folder {d} holds no images: add its images or remove the folder")
+        files += found; labels += [i] * len(found)
+    pics = [_read_image(p, rgb) for p in files]                  # (H, W, C) each
+    i, c = _odd_one(pics, lambda a: a.shape[2])
+    if i is not None:
+        kind = {1: "grey-scale", 3: "RGB"}
+        raise MesaError(f"{files[i]} is {kind[pics[i].shape[2]]} but most images are {kind[c]}: give --rgb to convert every image to RGB")
+    i, (h, w) = _odd_one(pics, lambda a: a.shape[:2])
+    if i is not None and not resize:
+        raise MesaError(f"{files[i]} is {pics[i].shape[1]}x{pics[i].shape[0]} pixels but most images are {w}x{h}: give --resize to resize every image to {w}x{h}")
+    if i is not None:
+        from PIL import Image
+        pics = [a if a.shape[:2] == (h, w) else
+                np.asarray(Image.fromarray(a.squeeze(2) if a.shape[2] == 1 else a).resize((w, h), Image.Resampling.BICUBIC)).reshape(h, w, -1) for a in pics]
+    images = torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2).contiguous()   # (N, C, H, W)
+    return ImageSet(images, torch.tensor(labels, dtype=torch.int64), [p.name for p in entries], name=root.name)
 
 # %% ../nbs/01_data.ipynb #f6f9d5cd
 def random_split(ds: ImageSet,

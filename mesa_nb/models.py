@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -226,6 +229,22 @@ def save_model(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
     return path
 
 
+def _is_torchscript(path: Path) -> bool:
+    "Whether `path` is a TorchScript archive: a zip holding `constants.pkl` (a `torch.save` zip holds `data.pkl` only)."
+    try:
+        with zipfile.ZipFile(path) as z: return any(n.rpartition("/")[2] == "constants.pkl" for n in z.namelist())
+    except (zipfile.BadZipFile, OSError): return False
+
+
+def _refusal(e: Exception) -> str:
+    "Why `torch.load(weights_only=True)` refused a file, in one sentence (torch's own runs over many lines, with terminal colours)."
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    if found: return (f"holds pickled objects, not only tensors ({found.group(1)}: a whole model saved with torch.save(model)?), "
+                      "which weights_only=True refuses to load")
+    first = (re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines() or [""])[0]
+    return f"could not be loaded with weights_only=True ({type(e).__name__}: {first[:300]})"
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     "(state dict, header) of a checkpoint; safetensors, or a `.pt` state dict read with `weights_only=True`."
     path = Path(path)
@@ -236,10 +255,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
             with safe_open(str(path), "pt") as f: header = f.metadata() or {}
             return load_file(str(path)), {k: json.loads(v) for k, v in header.items() if k in ("arch", "meta")}
         except Exception as e: raise MesaError(f"{path} is not a readable safetensors file ({e})") from None
-    try: state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MesaError(f"{path} could not be loaded with weights_only=True ({type(e).__name__}: {str(e)[:200]}). "
-                        "Save a plain state_dict (torch.save(model.state_dict(), path)) or use safetensors") from None
+    check(not _is_torchscript(path), f"{path} is a TorchScript archive (a whole compiled model), not a state dict of tensors: "
+                                     "save model.state_dict() with torch.save, or use safetensors")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                      # torch's warnings would print before the one-line refusal
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e: raise MesaError(f"{path} {_refusal(e)}: save model.state_dict() with torch.save, or use safetensors") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict): state = state["state_dict"]
     check(isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()),
           f"{path} does not hold a state dict of tensors")
