@@ -15,11 +15,11 @@ from fastcore.basics import patch
 from torch import Tensor, nn
 
 from .core import NonFiniteError, as_device, check, generator
-from .mine import BatchedLinear, StatisticsNetwork, dv_bound, knn_entropy, knn_entropy_rate, mine_loss
+from .mine import CRITIC_OUTPUTS, BatchedLinear, StatisticsNetwork, dv_bound, knn_entropy, knn_entropy_rate, mine_loss
 
 # %% auto #0
-__all__ = ['check_levels', 'levels', 'mixture_weights', 'BatchedBatchNorm', 'TriggerGenerator', 'Networks', 'SubModels',
-           'validity', 'sample_mixture']
+__all__ = ['NOISES', 'GENERATORS', 'CRITIC_BATCHES', 'check_levels', 'levels', 'mixture_weights', 'BatchedBatchNorm',
+           'TriggerGenerator', 'ChunkedGenerator', 'Networks', 'SubModels', 'validity', 'sample_mixture']
 
 # %% ../nbs/05_mesa.ipynb #904bd3a9
 def check_levels(beta) -> Tensor:
@@ -62,6 +62,9 @@ def mixture_weights(h: Tensor,                                   # entropies h(G
     return torch.softmax(logw, 0)
 
 # %% ../nbs/05_mesa.ipynb #25bb0ae2
+NOISES = ("uniform", "uniform01", "normal")   # the generator's noise: U[-1, 1] (paper's appendix), U[0, 1) (authors' code), N(0, I) (main text)
+
+
 class BatchedBatchNorm(nn.Module):
     "BatchNorm over the batch dimension of each of K models separately: (K, B, features) -> same."
     def __init__(self, k: int, features: int, momentum: float = 0.1, eps: float = 1e-5):
@@ -90,21 +93,26 @@ class TriggerGenerator(nn.Module):
                  noise_dim: int = 64,          # size of the noise z (paper: 64)
                  hidden: int = 512,            # hidden width (paper: 512; CIFAR-100: 2048)
                  k: int = 1,                   # generators side by side
-                 noise: str = "uniform",       # 'uniform' on [-1, 1] (paper's appendix) or 'normal' (main text)
+                 noise: str = "uniform",       # see `NOISES`: 'uniform' on [-1, 1] (paper's appendix), 'uniform01' on [0, 1) (authors' code) or 'normal' (main text)
                  slope: float = 0.2,           # LeakyReLU negative slope
                  generator: torch.Generator | None = None):  # random stream for the initial weights
         super().__init__()
-        check(noise in ("uniform", "normal"), f"noise must be 'uniform' or 'normal'; got {noise!r}")
+        check(noise in NOISES, f"noise must be one of {NOISES}; got {noise!r}")
         self.k, self.out_dim, self.noise_dim, self.noise, self.slope = k, out_dim, noise_dim, noise, slope
-        self.l1, self.bn1 = BatchedLinear(k, noise_dim, hidden, generator=generator), BatchedBatchNorm(k, hidden)
+        self._layers(hidden, generator)
+
+    def _layers(self, hidden: int, generator: torch.Generator | None):
+        k = self.k
+        self.l1, self.bn1 = BatchedLinear(k, self.noise_dim, hidden, generator=generator), BatchedBatchNorm(k, hidden)
         self.l2, self.bn2 = BatchedLinear(k, hidden, hidden, generator=generator), BatchedBatchNorm(k, hidden)
-        self.l3 = BatchedLinear(k, hidden, out_dim, generator=generator)
+        self.l3 = BatchedLinear(k, hidden, self.out_dim, generator=generator)
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         "Noise for n samples per model: (K, n, noise_dim)."
         dev = self.l1.weight.device
-        if self.noise == "uniform": return torch.rand(self.k, n, self.noise_dim, generator=generator, device=dev) * 2 - 1
-        return torch.randn(self.k, n, self.noise_dim, generator=generator, device=dev)
+        if self.noise == "normal": return torch.randn(self.k, n, self.noise_dim, generator=generator, device=dev)
+        u = torch.rand(self.k, n, self.noise_dim, generator=generator, device=dev)
+        return u * 2 - 1 if self.noise == "uniform" else u
 
     def forward(self, z: Tensor) -> Tensor:
         h = F.leaky_relu(self.bn1(self.l1(z)), self.slope)            # (K, B, hidden)
@@ -112,19 +120,49 @@ class TriggerGenerator(nn.Module):
         return torch.sigmoid(self.l3(h))                              # (K, B, out_dim)
 
 # %% ../nbs/05_mesa.ipynb #d19d4809
+class ChunkedGenerator(TriggerGenerator):
+    "The authors' generator, K side by side: a quarter of the noise enters each of its four layers (three hidden, with BatchNorm)."
+    def _layers(self, hidden: int, generator: torch.Generator | None):
+        check(self.noise_dim % 4 == 0, f"the chunked generator splits the noise into 4 equal chunks: noise_dim must be a multiple of 4; got {self.noise_dim}")
+        k, c = self.k, self.noise_dim // 4
+        self.l1, self.bn1 = BatchedLinear(k, c, hidden, generator=generator), BatchedBatchNorm(k, hidden)
+        self.l2, self.bn2 = BatchedLinear(k, hidden + c, hidden, generator=generator), BatchedBatchNorm(k, hidden)
+        self.l3, self.bn3 = BatchedLinear(k, hidden + c, hidden, generator=generator), BatchedBatchNorm(k, hidden)
+        self.l4 = BatchedLinear(k, hidden + c, self.out_dim, generator=generator)
+
+    def forward(self, z: Tensor) -> Tensor:
+        z1, z2, z3, z4 = z.chunk(4, -1)                                       # (K, B, noise_dim / 4) each
+        h = F.leaky_relu(self.bn1(self.l1(z1)), self.slope)                   # (K, B, hidden)
+        h = F.leaky_relu(self.bn2(self.l2(torch.cat([h, z2], -1))), self.slope)
+        h = F.leaky_relu(self.bn3(self.l3(torch.cat([h, z3], -1))), self.slope)
+        return torch.sigmoid(self.l4(torch.cat([h, z4], -1)))                 # (K, B, out_dim)
+
+
+GENERATORS = {"plain": TriggerGenerator, "chunked": ChunkedGenerator}   # the paper's text, the authors' code
+
+# %% ../nbs/05_mesa.ipynb #639206cc
 @dataclass(frozen=True)
 class Networks:
-    "The sizes of a sub-model's networks: the generator's noise and width, and the MINE critic's width."
+    "A sub-model's networks: the generator's noise, form and width, and the MINE critic's width and output."
     noise_dim: int = 64          # size of the generator's noise z (paper: 64)
     hidden: int = 512            # generator width (paper: 512; CIFAR-100: 2048)
     critic_hidden: int = 512     # statistics-network width (used by the MINE entropy term only)
-    noise: str = "uniform"       # the noise: 'uniform' on [-1, 1] (paper's appendix) or 'normal' (main text)
+    noise: str = "uniform"       # the noise (`NOISES`): 'uniform' on [-1, 1] (paper's appendix), 'uniform01' on [0, 1) (authors' code) or 'normal' (main text)
+    generator: str = "plain"     # `GENERATORS`: 'plain' (the paper's 64→512→512→D) or 'chunked' (the authors' code: a noise chunk into every layer)
+    critic_output: str = "linear"   # the critic's scalar as it is ('linear', paper's text) or through a LeakyReLU ('leaky', authors' code)
 
     def __post_init__(self):
         for k in ("noise_dim", "hidden", "critic_hidden"):
             v = getattr(self, k)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"network setting {k} must be an integer >= 1; got {v!r}")
-        check(self.noise in ("uniform", "normal"), f"noise must be 'uniform' or 'normal'; got {self.noise!r}")
+        check(self.noise in NOISES, f"noise must be one of {NOISES}; got {self.noise!r}")
+        check(self.generator in GENERATORS, f"generator must be one of {tuple(GENERATORS)}; got {self.generator!r}")
+        check(self.critic_output in CRITIC_OUTPUTS, f"critic output must be one of {CRITIC_OUTPUTS}; got {self.critic_output!r}")
+        check(self.generator != "chunked" or self.noise_dim % 4 == 0,
+              f"the chunked generator splits the noise into 4 equal chunks: noise_dim must be a multiple of 4; got {self.noise_dim}")
+
+
+CRITIC_BATCHES = ("shared", "fresh")   # what the MINE critics step on: the generators' batch, or fresh noise after the generators' step
 
 
 class SubModels(nn.Module):
@@ -146,6 +184,7 @@ class SubModels(nn.Module):
                  slack: float | None = None,         # None: fixed alpha (the paper). Else alpha is a Lagrange multiplier holding the mean hinge at `slack`
                  alpha_lr: float = 0.02,             # with `slack`: largest change of log(alpha) per step
                  critic_steps: int = 1,              # MINE critic updates per generator step
+                 critic_batch: str = "shared",       # the critics' batch: 'shared' (the generators' own, one critic pass) or 'fresh' (new noise through the updated generators, authors' code)
                  penalty: Callable[[Tensor], Tensor] | None = None,   # extra generator loss: samples (K, B, dim) -> (K,), e.g. a mask's area
                  features: Callable[[Tensor], Tensor] | None = None,  # what the k-NN entropy is taken over: (K, B, dim) -> (K, B, d); None: the samples
                  transform: Callable[[Tensor], Tensor] | None = None,  # generator output -> samples (K, B, dim), e.g. one blend ratio per trigger; None: as is
@@ -163,10 +202,11 @@ class SubModels(nn.Module):
         check(slack is None or 0 < slack < 1, f"slack (the mean hinge the adapted alpha holds) must be in (0, 1), or None for a fixed alpha; got {slack}")
         check(slack is None or bool((alpha > 0).all()), "an adapted alpha must start above 0: pass alpha > 0 with slack, or slack=None for alpha = 0")
         check(alpha_lr > 0 and int(critic_steps) >= 1, f"alpha_lr must be > 0 and critic_steps >= 1; got {alpha_lr}, {critic_steps}")
+        check(critic_batch in CRITIC_BATCHES, f"critic_batch must be one of {CRITIC_BATCHES}; got {critic_batch!r}")
         init = generator(seed)
         nw = networks
-        self.gen = TriggerGenerator(dim, nw.noise_dim, nw.hidden, k, nw.noise, generator=init)
-        self.critic = StatisticsNetwork(dim, nw.noise_dim, nw.critic_hidden, k, generator=init) if entropy == "mine" else None
+        self.gen = GENERATORS[nw.generator](dim, nw.noise_dim, nw.hidden, k, nw.noise, generator=init)
+        self.critic = StatisticsNetwork(dim, nw.noise_dim, nw.critic_hidden, k, generator=init, output=nw.critic_output) if entropy == "mine" else None
         self.register_buffer("beta", beta)
         self.register_buffer("alpha", alpha.expand(k).clone())
         self.register_buffer("reached", torch.zeros(k, dtype=torch.bool))   # has the batch's mean hinge been <= slack yet
@@ -174,7 +214,7 @@ class SubModels(nn.Module):
         self.register_buffer("nonfinite", torch.zeros(len(self.TERMS), k, dtype=torch.bool))
         self.to(dev)
         self.k, self.dim, self.rate, self.steps, self.checked = k, dim, rate, 0, 0
-        self.entropy, self.slack, self.alpha_lr, self.critic_steps = entropy, slack, alpha_lr, int(critic_steps)
+        self.entropy, self.slack, self.alpha_lr, self.critic_steps, self.critic_batch = entropy, slack, alpha_lr, int(critic_steps), critic_batch
         self.penalty, self.features, self.transform = penalty, features, transform
         self.rng = generator(seed + 1, dev)
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=betas)
@@ -182,10 +222,11 @@ class SubModels(nn.Module):
 
 # %% ../nbs/05_mesa.ipynb #23f2c616
 @patch
-def _critic_step(self: SubModels, x: Tensor, z: Tensor) -> Tensor:
+def _critic_step(self: SubModels, x: Tensor, z: Tensor,
+                 start: bool = False) -> Tensor:   # start the moving average at this batch (the search's first critic step)
     "One more MINE update of the critics on detached samples and fresh marginal noise; the critic loss (K,)."
     tj, tm = self.critic(x, z), self.critic(x, self.gen.sample_noise(x.shape[1], self.rng))
-    loss_t, _, log_ema = mine_loss(tj, tm, self.log_ema, self.rate)
+    loss_t, _, log_ema = mine_loss(tj, tm, None if start else self.log_ema, self.rate)
     self.opt_t.zero_grad(set_to_none=True); loss_t.sum().backward(); self.opt_t.step()
     self.log_ema.copy_(log_ema)
     return loss_t.detach()
@@ -217,6 +258,17 @@ def step(self: SubModels,
         for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp)): p.grad = gr
         self.opt_g.step()
         finite_t, loss_t = torch.isfinite(ent), torch.zeros_like(ent)
+    elif self.critic_batch == "fresh":                                # authors' order: the generators step, then the critics on new samples
+        tj, tm = self.critic(x, z), self.critic(x, self.gen.sample_noise(batch, self.rng))   # (K, B) each
+        ent = dv_bound(tj, tm)                                        # (K,)
+        loss_g = hinge - self.alpha * ent + (0 if self.penalty is None else self.penalty(x))
+        for p, gr in zip(gp, torch.autograd.grad(loss_g.sum(), gp)): p.grad = gr
+        self.opt_g.step()
+        for i in range(self.critic_steps):                            # a second generator pass (BatchNorm statistics move again)
+            zf = self.gen.sample_noise(batch, self.rng)
+            with torch.no_grad(): xf = self._out(zf)
+            loss_t = self._critic_step(xf, zf, start=self.steps == 0 and i == 0)
+        finite_t = torch.isfinite(torch.cat([tj, tm], -1)).all(-1)
     else:
         z2 = self.gen.sample_noise(batch, self.rng)
         tj, tm = self.critic(x, z), self.critic(x, z2)                # (K, B) each: one critic pass serves both losses

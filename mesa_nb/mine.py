@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from .core import NonFiniteError, as_device, check, generator
 
 # %% auto #0
-__all__ = ['BatchedLinear', 'StatisticsNetwork', 'log_mean_exp', 'dv_bound', 'mine_loss', 'estimate_mi', 'gaussian_pairs',
-           'knn_entropy', 'knn_entropy_rate', 'uniform_plus_noise_mi']
+__all__ = ['CRITIC_OUTPUTS', 'BatchedLinear', 'StatisticsNetwork', 'log_mean_exp', 'dv_bound', 'mine_loss', 'estimate_mi',
+           'gaussian_pairs', 'knn_entropy', 'knn_entropy_rate', 'uniform_plus_noise_mi']
 
 # %% ../nbs/04_mine.ipynb #2e5cf415
 class BatchedLinear(nn.Module):
@@ -37,6 +37,9 @@ class BatchedLinear(nn.Module):
         return torch.bmm(x, self.weight) if self.bias is None else torch.baddbmm(self.bias, x, self.weight)
 
 # %% ../nbs/04_mine.ipynb #8ed25fc4
+CRITIC_OUTPUTS = ("linear", "leaky")   # the statistics network's last activation: none (paper's text) or LeakyReLU (authors' code)
+
+
 class StatisticsNetwork(nn.Module):
     "MINE's critic T(x, z): K independent networks side by side, (K, B, x_dim), (K, B, z_dim) -> (K, B)."
     def __init__(self, x_dim: int,        # size of a sample x (a flattened trigger: 27 for 3x3x3)
@@ -44,9 +47,11 @@ class StatisticsNetwork(nn.Module):
                  hidden: int = 512,       # width of the hidden layers (paper: 512)
                  k: int = 1,              # number of networks side by side
                  slope: float = 0.2,      # LeakyReLU negative slope (paper: 0.2)
-                 generator: torch.Generator | None = None):  # random stream for the initial weights
+                 generator: torch.Generator | None = None,  # random stream for the initial weights
+                 output: str = "linear"): # the scalar as it is ('linear', paper's text) or through a LeakyReLU ('leaky', authors' code)
         super().__init__()
-        self.k, self.x_dim, self.z_dim, self.slope = k, x_dim, z_dim, slope
+        check(output in CRITIC_OUTPUTS, f"critic output must be one of {CRITIC_OUTPUTS}; got {output!r}")
+        self.k, self.x_dim, self.z_dim, self.slope, self.output = k, x_dim, z_dim, slope, output
         self.fx = BatchedLinear(k, x_dim, hidden, bias=False, generator=generator)
         self.fz = BatchedLinear(k, z_dim, hidden, generator=generator)   # carries the shared bias b
         self.l2 = BatchedLinear(k, hidden, hidden, generator=generator)
@@ -62,6 +67,7 @@ class StatisticsNetwork(nn.Module):
         h = F.leaky_relu(self.fx(x) + self.fz(z), self.slope)   # (K, B, hidden)
         h = F.leaky_relu(self.l2(h), self.slope)                 # (K, B, hidden)
         t = self.l3(h)[..., 0]                                   # (K, B)
+        if self.output == "leaky": t = F.leaky_relu(t, self.slope)
         return t[0] if flat else t
 
 # %% ../nbs/04_mine.ipynb #3d7753fd

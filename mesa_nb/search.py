@@ -18,14 +18,16 @@ from .core import MesaError, as_device, check, generator
 from .data import ImageSet, to_float
 from .mine import knn_entropy
 from .models import forward, fused, prepare
-from .mesa import Networks, SubModels, check_levels, mixture_weights, sample_mixture, validity
+from .mesa import CRITIC_BATCHES, GENERATORS, NOISES, Networks, SubModels, check_levels, mixture_weights, sample_mixture, validity
+from .mine import CRITIC_OUTPUTS
 from .threat import Trigger, check_fits, stamp
 
 # %% auto #0
-__all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'SCHEDULE', 'ENSEMBLES', 'OBJECTIVES', 'frozen', 'pattern_normalization', 'check_masks',
-           'is_masked', 'mask_terms', 'normalized_images', 'ClassifierTest', 'trigger_asr', 'check_ensemble',
-           'Objective', 'as_objective', 'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr',
-           'search_classes', 'diagnose', 'print_diagnostics']
+__all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'DRAWS', 'SCHEDULE', 'ENSEMBLES', 'PAPER_TEXT', 'AUTHORS', 'OBJECTIVES', 'frozen',
+           'pattern_normalization', 'check_masks', 'is_masked', 'mask_terms', 'normalized_images', 'ClassifierTest',
+           'trigger_asr', 'check_ensemble', 'Objective', 'as_objective', 'SearchResult', 'halving_fit', 'search',
+           'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose', 'print_diagnostics', 'pattern_numbers',
+           'distinct_patterns']
 
 # %% ../nbs/07_search.ipynb #d930a95f
 @contextlib.contextmanager
@@ -72,6 +74,7 @@ def pattern_normalization(ds: ImageSet, channels: int, device) -> tuple[Tensor, 
 AREA = 16.0   # default weight of a mask's mean opacity (the area prior): 1 and 4 let every class's adversarial patches through on digits
 BLEND_AREA = 4.0   # default weight of a blend's ratio: at 16 no blend meets its level, at 0 the ratio climbs to 0.6 (a picture of the class)
 MASKS = ("pixel", "blend")   # a mask's forms: an opacity per pixel, or one blend ratio for the whole trigger
+DRAWS = ("replacement", "epoch")   # how a search draws defender images: independently, or through a permutation per epoch (authors' code)
 
 
 def check_masks(masks) -> tuple[str, ...]:
@@ -126,8 +129,12 @@ class ClassifierTest:
                  seed: int = 0,                    # seeds image draws and locations
                  device=None,
                  chunk: int | None = None,         # images per classifier pass; default 256 on CPU, all at once on CUDA
-                 trigger_images: int = 1):         # images each sample is stamped on; F is the mean softmax over them
+                 trigger_images: int = 1,          # images each sample is stamped on; F is the mean softmax over them
+                 jitter_clip: bool = True,         # clip the jittered samples to [0, 1] (False: as the authors' code)
+                 draws: str = "replacement"):      # defender images: drawn with 'replacement', or without it per 'epoch' (see `DRAWS`)
         self.device = as_device(device)
+        check(draws in DRAWS, f"draws must be one of {DRAWS}; got {draws!r}")
+        self.jitter_clip, self.draws, self.queue = jitter_clip, draws, None
         check(int(trigger_images) >= 1, f"trigger_images must be >= 1 images per sampled trigger; got {trigger_images}")
         self.m = int(trigger_images)
         self.chunk = chunk if chunk is not None else (None if self.device.type == "cuda" else 256)
@@ -152,17 +159,29 @@ class ClassifierTest:
         targets = self.targets if which is None else self.targets[which]
         check(K == len(targets) and D == math.prod(self.shape),
               f"samples of shape {tuple(x.shape)} do not fit {len(targets)} targets and triggers of shape {self.shape}")
-        if self.jitter > 0: x = (x + self.jitter * torch.randn(x.shape, generator=self.rng, device=x.device)).clamp(0, 1)
+        if self.jitter > 0:
+            x = x + self.jitter * torch.randn(x.shape, generator=self.rng, device=x.device)
+            if self.jitter_clip: x = x.clamp(0, 1)
         n = K * B * self.m                                                     # stamped images: each sample on m of them
         pats = (x.reshape(K * B, *self.shape) - self.mean) / self.std          # (K*B, C, h, w), normalized pixels
         if self.m > 1: pats = pats.repeat_interleave(self.m, 0)               # (K*B*m, C, h, w): copies of a sample side by side
-        idx = torch.randint(0, len(self.images), (n,), generator=self.rng, device=self.device)
+        if self.draws == "epoch": idx = self._epoch_draw(B * self.m, which)
+        else: idx = torch.randint(0, len(self.images), (n,), generator=self.rng, device=self.device)
         imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B*m, C, H, W)
         c = self.chunk or n                                                    # one pass when it fits: no slice or cat in the backward
         logits = forward(self.model, imgs) if n <= c else torch.cat([forward(self.model, imgs[i:i + c]) for i in range(0, n, c)])
         p = logits.softmax(-1)                                                 # (K*B*m, classes): bf16 autocast on CUDA
         p = p.view(K, B * self.m, -1).gather(2, targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
         return p.view(K, B, self.m).mean(-1)                                   # (K, B)
+
+    def _epoch_draw(self, n: int, which: Tensor | None) -> Tensor:
+        "The next n images of each sub-model's permutation stream, (K*n,) indices; every sub-model's stream moves on, used or not."
+        N, K = len(self.images), len(self.targets)
+        while self.queue is None or self.queue.shape[1] < n:                    # a new permutation per sub-model when the last runs out
+            new = torch.rand(K, N, generator=self.rng, device=self.device).argsort(-1)   # (K, N)
+            self.queue = new if self.queue is None else torch.cat([self.queue, new], 1)
+        idx, self.queue = self.queue[:, :n], self.queue[:, n:]                  # (K, n)
+        return (idx if which is None else idx[which]).reshape(-1)
 
 # %% ../nbs/07_search.ipynb #e0354ea1
 @torch.no_grad()
@@ -215,7 +234,7 @@ def check_ensemble(weights: str, betas) -> None:
 
 @dataclass(frozen=True)
 class Objective:
-    "How the search weighs a sub-model's entropy against its constraint (see the section on why the paper's settings collapse)."
+    "How the search trains: the entropy term against the constraint (see why the paper's settings collapse), and the forms of Algorithm 2 it runs."
     entropy: str = "knn"             # 'knn' (differentiable k-NN estimate, nats per dimension) or 'mine' (the paper's DV bound)
     slack: float | None = 0.02       # alpha adapted (Lagrange multiplier) to hold the mean hinge at this; None: alpha fixed (paper)
     trigger_images: int = 4          # images each sampled trigger is stamped on: F(x) estimates the trigger's ASR (paper: 1)
@@ -224,9 +243,23 @@ class Objective:
     critic_steps: int = 1            # MINE critic updates per generator step
     area: float = AREA               # mask searches: weight of the mean opacity in the generator loss (the prior on trigger area)
     blend_area: float = BLEND_AREA   # blend masks (one ratio per trigger): weight of the ratio in the generator loss
+    # the forms in which the authors' code departs from the paper's text (the search notebook's section on the authors' code)
+    generator: str | None = None     # generator form, `GENERATORS` ('plain': the paper's; 'chunked': the authors'); None: as `networks` says
+    noise: str | None = None         # generator noise, `NOISES` ('uniform' [-1, 1]; 'uniform01' [0, 1), the authors'); None: as `networks` says
+    critic_output: str | None = None # MINE critic's output ('linear'; 'leaky', the authors'); None: as `networks` says
+    critic_batch: str = "shared"     # MINE critics step on the generators' batch ('shared') or after them on fresh noise ('fresh', the authors')
+    jitter: float = 0.0              # std of Gaussian noise on each sampled trigger before stamping (authors' code: 0.1)
+    jitter_clip: bool = True         # clip jittered triggers to [0, 1] (the authors' code does not)
+    location_draw: str = "image"     # with location 'random': a new place per stamped 'image', or one per 'batch' (the authors')
+    draws: str = "replacement"       # defender images drawn with 'replacement', or through a permutation per 'epoch' (the authors')
 
     def __post_init__(self):
         check(self.entropy in SubModels.ENTROPIES, f"unknown entropy term {self.entropy!r}: use one of {SubModels.ENTROPIES}")
+        for k, allowed in (("generator", tuple(GENERATORS)), ("noise", NOISES), ("critic_output", CRITIC_OUTPUTS)):
+            check(getattr(self, k) in allowed + (None,), f"objective setting {k} must be one of {allowed} or None; got {getattr(self, k)!r}")
+        for k, allowed in (("critic_batch", CRITIC_BATCHES), ("location_draw", ("image", "batch")), ("draws", DRAWS)):
+            check(getattr(self, k) in allowed, f"objective setting {k} must be one of {allowed}; got {getattr(self, k)!r}")
+        check(math.isfinite(self.jitter) and self.jitter >= 0, f"jitter must be a finite number >= 0; got {self.jitter}")
         check(self.slack is None or 0 < self.slack < 1, f"slack must be in (0, 1), or None for a fixed alpha; got {self.slack}")
         for k in ("area", "blend_area"):
             v = getattr(self, k)
@@ -239,9 +272,17 @@ class Objective:
         "The same objective with one image per trigger: detection needs each class's mean ASR, not a staircase, at a quarter of the cost."
         return replace(self, trigger_images=1)
 
+    def networks(self, networks: Networks) -> Networks:
+        "`networks` with the forms this objective fixes (generator, noise, critic output) put in."
+        return replace(networks, **{k: getattr(self, k) for k in ("generator", "noise", "critic_output") if getattr(self, k) is not None})
 
-OBJECTIVES = {"maxent": Objective(),                                               # this library's default
-              "paper": Objective(entropy="mine", slack=None, trigger_images=1, lr=2e-4)}   # Algorithm 2 as published
+
+PAPER_TEXT = Objective(entropy="mine", slack=None, trigger_images=1, lr=2e-4, generator="plain", noise="uniform", critic_output="linear")
+AUTHORS = dict(generator="chunked", noise="uniform01", critic_output="leaky", critic_batch="fresh",   # how the authors' code differs from the text
+               jitter=0.1, jitter_clip=False, location_draw="batch", draws="epoch")
+OBJECTIVES = {"maxent": Objective(),                                 # this library's default
+              "paper": replace(PAPER_TEXT, **AUTHORS),               # Algorithm 2 as the authors' code runs it
+              "paper-text": PAPER_TEXT}                              # Algorithm 2 as the paper's text describes it
 
 
 def as_objective(objective: str | Objective) -> Objective:
@@ -371,14 +412,14 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
            targets=0,                      # candidate class(es): an int or a list
            betas=(0.5, 0.8, 0.9),          # levels; one sub-model per (target, beta)
            alpha: float = 0.1,             # entropy weight (paper: 0.1); with the objective's slack, its starting value
-           objective: str | Objective = "maxent",   # 'maxent', 'paper' or an `Objective`
+           objective: str | Objective = "maxent",   # a name in `OBJECTIVES` ('maxent', 'paper', 'paper-text') or an `Objective`
            steps: int | None = None,       # training steps (overrides epochs)
            epochs: float = 10,             # passes over ds (authors' code: 10; paper: 50)
            batch: int = 128,               # samples per sub-model per step
            trigger_shape=(3, 3, 3),        # (C, h, w)
            location: str = "random",       # stamping rule during the search
-           jitter: float = 0.0,            # Gaussian noise on samples before stamping (authors' code: 0.1)
-           networks: Networks = Networks(),  # sizes of the generators (and MINE critics)
+           jitter: float | None = None,    # Gaussian noise on samples before stamping (default: the objective's; authors' code: 0.1)
+           networks: Networks = Networks(),  # sizes of the generators (and MINE critics); the objective may fix their forms
            lr: float | None = None,        # generator learning rate (default: the objective's)
            log_every: int = 25,            # steps between logged values and finiteness checks
            monitor: int = 0,               # > 0: log the k-NN entropy of this many fresh samples too (history 'knn')
@@ -408,9 +449,10 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
     forms = [p[2] for p in pairs] if masked else None
     t0 = time.perf_counter()
     with frozen(model, dev) as m:
-        Fk = ClassifierTest(fused(m), ds, t_k, trigger_shape, location, jitter, seed, dev, chunk, ob.trigger_images)   # BatchNorm folded: a frozen classifier
-        sm = SubModels(math.prod(trigger_shape), b_k, alpha, networks, lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
-                       critic_steps=ob.critic_steps,
+        Fk = ClassifierTest(fused(m), ds, t_k, trigger_shape, "batch" if location == "random" and ob.location_draw == "batch" else location,   # BatchNorm folded: a frozen classifier
+                            ob.jitter if jitter is None else jitter, seed, dev, chunk, ob.trigger_images, ob.jitter_clip, ob.draws)
+        sm = SubModels(math.prod(trigger_shape), b_k, alpha, ob.networks(networks), lr=lr or ob.lr, critic_lr=ob.critic_lr, seed=seed, device=dev, entropy=ob.entropy, slack=ob.slack,
+                       critic_steps=ob.critic_steps, critic_batch=ob.critic_batch,
                        **(mask_terms(trigger_shape, ob.area, torch.tensor([f == "blend" for f in forms], device=dev), ob.blend_area) if masked else {}))
         if halving: hist, trained = halving_fit(sm, Fk, steps, halving, batch, log_every, seed)
         else: hist, trained = sm.fit(Fk, steps, batch, log_every, monitor), torch.full((len(pairs),), steps)
@@ -491,3 +533,19 @@ def print_diagnostics(rows: list[dict]):
     print(f"{'target':>6} {'beta':>5} " + " ".join(f"{k:>16}" for k in keys))
     for r in rows:
         print(f"{r['target']:>6} {r['beta']:5.2f} " + " ".join(f"{r[k]:16.3f}" if isinstance(r[k], float) else f"{str(r[k]):>16}" for k in keys))
+
+# %% ../nbs/07_search.ipynb #0ae19da1
+def pattern_numbers(x: Tensor,   # triggers (..., C, h, w) in [0, 1]
+                    ) -> Tensor:
+    "Each trigger's black-and-white pattern (channel mean > 0.5), numbered row-major with the top-left bit most significant: (...)."
+    check(x.dim() >= 3 and x.shape[-1] * x.shape[-2] <= 62, f"pattern_numbers needs triggers (..., C, h, w) with h*w <= 62; got shape {tuple(x.shape)}")
+    bits = (x.mean(-3) > 0.5).flatten(-2).long()                                # (..., h*w)
+    return (bits << torch.arange(bits.shape[-1] - 1, -1, -1, device=bits.device)).sum(-1)
+
+
+def distinct_patterns(x: Tensor,   # samples (..., n, C, h, w)
+                      ) -> Tensor:
+    "Distinct black-and-white patterns among each set of n samples (see `pattern_numbers`): (...)."
+    num = pattern_numbers(x)                                                    # (..., n)
+    counts = [len(set(r.tolist())) for r in num.reshape(-1, num.shape[-1])]
+    return torch.tensor(counts).view(num.shape[:-1])

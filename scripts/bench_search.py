@@ -35,7 +35,7 @@ def fake_images(n, size, seed=0):
                     torch.randint(0, 10, (n,), generator=g), [str(i) for i in range(10)], name=f"random{size}")
 
 
-def bench_floor(name, size, device, rounds, batch=128, objective="paper"):
+def bench_floor(name, size, device, rounds, batch=128, objective="paper-text"):
     torch.manual_seed(0)
     ds = fake_images(1024, size)
     ob = OBJECTIVES[objective]
@@ -103,7 +103,7 @@ def main():
     print("(1) one search step against its floor (frozen classifier forward + backward to the input)\n")
     print("| model | objective | input | stamped images | floor | search step | step / floor |")
     print("|---|---|---|---|---|---|---|")
-    for ob in ("maxent", "paper"):
+    for ob in ("maxent", "paper-text"):
         bench_floor("resnet18", 32, device, a.rounds, objective=ob)      # the paper preset's classifier
         bench_floor("smallcnn", 32, device, a.rounds, objective=ob)      # the cpu preset's (CIFAR-10)
         bench_floor("smallcnn", 16, device, a.rounds, objective=ob)      # the quick preset's (digits)

@@ -80,7 +80,7 @@ def test_bad_settings():
     with pytest.raises(MesaError, match="finite, >= 0"): sample_mixture(torch.rand(2, 5, 1), torch.tensor([1.0, -1.0]), 2)
     with pytest.raises(MesaError, match="no sub-model left"): mixture_weights(torch.zeros(2), keep=torch.tensor([False, False]))
     with pytest.raises(MesaError, match="pass beta together with slope"): mixture_weights(torch.zeros(2), slope=lambda b: 1 - b)
-    with pytest.raises(MesaError, match="'uniform' or 'normal'"): Networks(noise="gauss")
+    with pytest.raises(MesaError, match="noise must be one of"): Networks(noise="gauss")
 
 
 def test_non_finite_inputs_refused_up_front():
