@@ -25,11 +25,11 @@ from fastcore.docments import docments
 from .batch import batch, check_data, execute, plan, stop_kernels, zoo_plan
 from .core import MesaError, RunBusy, as_device, check, check_out_folder, one_line, write_json
 from .data import ImageSet, as_image_set, load_dataset, load_image_folder, normalize, to_float
-from .defense import FLAG_RULES, DetectSettings, RepairSettings, Retrain, SearchSettings, defend
+from .defense import FLAG_RULES, DetectSettings, RepairSettings, Retrain, defend
 from .experiment import PRESETS, RunConfig, make_config, run_name
 from .models import SCHEDULES, read_checkpoint, save_model
 from .report import collect, run_table, summary_table, write_report
-from .search import ENSEMBLES, OBJECTIVES
+from .search import ENSEMBLES, OBJECTIVES, SearchSettings
 from .threat import CANONICAL_IDS, LOCATIONS
 from .viz import plot_detection, plot_surface_shift, plot_trigger_grid, save_figures
 
@@ -325,7 +325,7 @@ def disk_full_line(words: str, out) -> str:
     "The one line a full disk ends a command with."
     return f"the disk is full ({words}) while writing {out}: free space or give --out on another disk, and rerun"
 
-
+# %% ../nbs/14_cli.ipynb #458fa2db
 DEFENSE_FILES = re.compile(r"report\.json|repaired\.safetensors|detection\.png|(triggers|surface)-class\d+\.png")   # one defense's outputs
 
 
@@ -386,7 +386,7 @@ def _write_defense(report, repaired, new: Path, seed: int):
     save_figures(figs, new)
     if report.chosen: save_model(repaired, new/"repaired.safetensors", chosen=report.chosen)
 
-
+# %% ../nbs/14_cli.ipynb #3a29e7c5
 RESUMABLE = ("demo", "run", "batch", "zoo")   # commands whose finished runs a rerun skips
 
 

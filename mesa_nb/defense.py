@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .core import JsonRecord, NonFiniteError, as_device, check, check_settings, count, environment, finite, generator
 from .data import ImageSet, Split, as_image_set, batches, defender_split, normalize, to_float
-from .search import (AREA, ENSEMBLES, MASKS, check_masks, Objective, SearchResult, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
+from .search import (AREA, ENSEMBLES, MASKS, check_masks, Objective, SearchResult, SearchSettings, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
@@ -30,8 +30,8 @@ __all__ = ['MASK_MARGIN', 'SIGNIFICANCE', 'FLAG_RULES', 'Sampler', 'REMOVALS', '
            'Evaluation', 'Repaired', 'Candidate', 'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger',
            'retrained', 'ideal_defense', 'baseline_defense', 'RemovalTask', 'Removal', 'finetune', 'run_removal',
            'anomaly_index', 'NCDetection', 'neural_cleanse', 'DefenseReport', 'choose_repair', 'surface_noise',
-           'SearchSettings', 'DetectSettings', 'RepairSettings', 'trigger_shape_of', 'detect', 'flag', 'Repairs',
-           'repair', 'defend', 'Coverage', 'coverage']
+           'DetectSettings', 'RepairSettings', 'trigger_shape_of', 'detect', 'flag', 'Repairs', 'repair', 'defend',
+           'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -558,41 +558,15 @@ def surface_noise(mean: float, n: int) -> float:
     return 2 * math.sqrt(p * (1 - p) / n)
 
 # %% ../nbs/08_defense.ipynb #3d4114f3
-_RULES = [   # every number `defend` takes, checked before any search: (settings, test, what a valid value is)
+_RULES = [   # the detection and repair numbers `defend` takes (the search's: `search.SearchSettings`): (settings, test, what a valid value is)
     (("threshold",), lambda v: finite(v) and 0 < v < 1, "a mean ASR in (0, 1)"),
     (("significance",), lambda v: finite(v) and 0 < v < 1, "a p-value in (0, 1)"),
     (("margin",), lambda v: v is None or (finite(v) and 0 <= v < 1), "a lead in mean ASR in [0, 1) (or None: 0, and 0.1 with masks)"),
-    (("alpha",), lambda v: finite(v) and v >= 0, "a number >= 0"),
     (("accuracy_budget",), lambda v: finite(v) and 0 <= v <= 1, "a share of accuracy in [0, 1]"),
     (("detect_halving",), count(0), "an integer >= 0"),
-    (("search_batch", "bank", "check_triggers", "check_images", "retrain_seeds"), count(1), "an integer >= 1"),
-    (("detect_steps", "search_steps"), lambda v: v is None or count(1)(v), "an integer >= 1 (or None: 10 epochs)"),
+    (("bank", "retrain_seeds"), count(1), "an integer >= 1"),
+    (("detect_steps",), lambda v: v is None or count(1)(v), "an integer >= 1 (or None: 10 epochs)"),
 ]
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    "The MESA search that detection and removal share (Algorithm 2), and how its generated triggers are measured."
-    betas: tuple[float, ...] = (0.5, 0.8, 0.9)   # the β ladder of removal: one sub-model per level, each in (0, 1)
-    alpha: float = 0.1                  # entropy weight (with the objective's slack: its starting value)
-    objective: str | Objective = "maxent"   # search objective: 'maxent' (default), 'paper' or an `Objective`
-    search_steps: int | None = None     # per-class removal search steps (default: 10 epochs over the search images)
-    search_batch: int = 128             # triggers per sub-model per search step
-    masks: tuple[str, ...] = MASKS      # size unknown: the mask forms removal models ('pixel' opacities, 'blend' ratio); detection uses 'pixel'
-    check_triggers: int = 64            # generated triggers whose ASR is measured (per class in detection, per candidate)
-    check_images: int = 64              # non-target images each of them is stamped on
-
-    def __post_init__(self):
-        check_settings(self, _RULES)
-        betas = tuple(float(b) for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas]))
-        check(betas and all(0 < b < 1 for b in betas), f"setting betas (--betas) must be levels in (0, 1); got {list(betas)}")
-        check(len(set(betas)) == len(betas), f"setting betas (--betas) repeats a level: {list(betas)}")
-        object.__setattr__(self, "betas", betas)
-        object.__setattr__(self, "masks", check_masks(self.masks))
-        as_objective(self.objective)                  # an unknown objective fails here
-
-    @property
-    def levels(self) -> list[str]: return [f"{b:g}" for b in self.betas]
 
 
 @dataclass(frozen=True)
@@ -695,8 +669,8 @@ def detect(model: nn.Module,                  # the suspect classifier: normaliz
     device = as_device(device)
     shape = trigger_shape_of(ds.shape, trigger_size)
     check(len(ds) >= mesa.search_batch, f"{len(ds)} search images are fewer than one batch of {mesa.search_batch}: give more images or lower search_batch")
-    det = search_classes(model, ds, beta=0.8, alpha=mesa.alpha, steps=settings.detect_steps, objective=mesa.objective, halving=settings.detect_halving,
-                         batch=mesa.search_batch, trigger_shape=shape, location=location, seed=seed, device=device)
+    det = search_classes(model, ds, replace(mesa, search_steps=settings.detect_steps), halving=settings.detect_halving,
+                         trigger_shape=shape, location=location, seed=seed, device=device)
     asr = per_class_asr(det, model, ds, n=mesa.check_triggers, images=mesa.check_images, seed=seed, device=device)
     area = det.sample(mesa.check_triggers, seed)[:, :, -1].mean((1, 2, 3)).tolist() if trigger_size is None else None   # (classes,): one sub-model each
     return flag(asr, settings, masked=trigger_size is None, per_class_area=area), det
@@ -761,9 +735,7 @@ def repair(model: nn.Module,                  # the suspect classifier; a repair
     screen = replace(family, images=max(1, family.images // 4))    # the choice needs the surface's mean only: a quarter of the images
     out, repaired, choose = Repairs(surface_choice=settings.choose == "surface"), model, settings.choose
     for c in [int(c) for c in classes]:
-        res = out.searches[c] = search(model, search_ds, c, mesa.betas, mesa.alpha, steps=mesa.search_steps, objective=mesa.objective,
-                                       masks=mesa.masks if trigger_size is None else ("pixel",), batch=mesa.search_batch, trigger_shape=shape,
-                                       location=recipe.location, seed=seed, device=device)
+        res = out.searches[c] = search(model, search_ds, c, mesa, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
         out.before[str(c)] = evaluate(repaired, held, original, recipe.location, seed, device, family, c, floor)
         cands, models, g = {}, {}, generator(seed, device)          # one stream of trigger draws per class, across its candidates
         for name, pats in _banks(res, c, settings.bank, settings.ensemble, seed).items():
@@ -826,7 +798,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect, choice=done.choice_seconds),
                            dict(trigger_shape=shape, betas=list(mesa.betas), alpha=mesa.alpha, objective=asdict(ob), batch=mesa.search_batch,
                                 detect_steps=detection.detect_steps, search_steps=mesa.search_steps, detect_halving=detection.detect_halving,
-                                masks=list(mesa.masks) if trigger_size is None else None, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed,
+                                masks=list(mesa.masks or MASKS) if trigger_size is None else None, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed,
                                 ensemble=removal.ensemble, choose=removal.choose, accuracy_budget=removal.accuracy_budget,
                                 choice="lowest surface beyond two standard errors of the ensemble's", retrain_seeds=removal.retrain_seeds,
                                 held=held.digest(), held_images=len(held), search_images=len(search_ds),

@@ -21,9 +21,9 @@ from fastcore.basics import patch
 
 from .core import MesaError, RunDir, as_device, check, check_settings, count, finite, read_json, seed_everything
 from .data import CLASSES, DATASETS, IMAGE_SHAPES, defender_split, load_dataset
-from .defense import (REMOVALS, SIGNIFICANCE, DetectSettings, Evaluation, NCDetection, RemovalTask, RepairSettings, Retrain, SearchSettings, coverage, defend,
+from .defense import (REMOVALS, SIGNIFICANCE, DetectSettings, Evaluation, NCDetection, RemovalTask, RepairSettings, Retrain, coverage, defend,
                              evaluate, neural_cleanse, run_removal)
-from .search import AREA, BLEND_AREA, as_objective
+from .search import AREA, BLEND_AREA, SearchSettings, as_objective
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
 from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
 from .threat import LOCATIONS, backdoor, family_size, parse_trigger, trigger_family, trigger_spec

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from .core import MesaError, as_device, check, generator
+from .core import MesaError, as_device, check, check_settings, count, finite, generator
 from .data import ImageSet, to_float
 from .mine import knn_entropy
 from .models import forward, fused, prepare
@@ -23,11 +23,11 @@ from .mine import CRITIC_OUTPUTS
 from .threat import Trigger, check_fits, stamp
 
 # %% auto #0
-__all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'DRAWS', 'SCHEDULE', 'ENSEMBLES', 'PAPER_TEXT', 'AUTHORS', 'OBJECTIVES', 'frozen',
-           'pattern_normalization', 'check_masks', 'is_masked', 'mask_terms', 'normalized_images', 'ClassifierTest',
-           'trigger_asr', 'check_ensemble', 'Objective', 'as_objective', 'SearchResult', 'halving_fit', 'search',
-           'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose', 'print_diagnostics', 'pattern_numbers',
-           'distinct_patterns']
+__all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'DRAWS', 'ENSEMBLE_ROUNDS', 'ENSEMBLES', 'PAPER_TEXT', 'AUTHORS', 'OBJECTIVES',
+           'frozen', 'pattern_normalization', 'check_masks', 'is_masked', 'mask_terms', 'normalized_images',
+           'ClassifierTest', 'trigger_asr', 'check_ensemble', 'Objective', 'as_objective', 'SearchSettings',
+           'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose',
+           'print_diagnostics', 'pattern_numbers', 'distinct_patterns']
 
 # %% ../nbs/07_search.ipynb #d930a95f
 @contextlib.contextmanager
@@ -70,7 +70,7 @@ def pattern_normalization(ds: ImageSet, channels: int, device) -> tuple[Tensor, 
     s = torch.tensor(list(ds.std) + [1.0] * extra, device=device).view(-1, 1, 1)
     return m, s
 
-
+# %% ../nbs/07_search.ipynb #ccc75758
 AREA = 16.0   # default weight of a mask's mean opacity (the area prior): 1 and 4 let every class's adversarial patches through on digits
 BLEND_AREA = 4.0   # default weight of a blend's ratio: at 16 no blend meets its level, at 0 the ratio climbs to 0.6 (a picture of the class)
 MASKS = ("pixel", "blend")   # a mask's forms: an opacity per pixel, or one blend ratio for the whole trigger
@@ -109,7 +109,7 @@ def mask_terms(trigger_shape,
         return torch.cat([p, torch.where(b, m.mean(-1, keepdim=True).expand_as(m), m)], 2).view(x.shape)
     return dict(penalty=penalty, features=features, **({"transform": transform} if tied else {}))
 
-
+# %% ../nbs/07_search.ipynb #50e70ed1
 def normalized_images(ds: ImageSet, device) -> Tensor:
     "The images of `ds` as normalized float32 on `device` (channels-last on CUDA): (N, C, H, W)."
     dev = as_device(device)
@@ -218,7 +218,7 @@ def trigger_asr(model: nn.Module,             # the classifier (used in eval mod
     return torch.cat(hits).view(n, images).float().mean(1)
 
 # %% ../nbs/07_search.ipynb #d68a81ec
-SCHEDULE = {0.9: 4, 0.8: 3, 0.5: 3}   # supplement: 10 retraining rounds draw beta 0.9 / 0.8 / 0.5 this many times
+ENSEMBLE_ROUNDS = {0.9: 4, 0.8: 3, 0.5: 3}   # the ensemble weights "schedule" (supplement): 10 retraining rounds draw beta 0.9 / 0.8 / 0.5 this many times
 ENSEMBLES = ("uniform", "schedule", "entropy")
 
 
@@ -228,8 +228,8 @@ def check_ensemble(weights: str, betas) -> None:
     check(len(set(bt)) == len(bt), f"betas repeat a level: {bt}; give each level once")
     check(weights in ENSEMBLES, f"unknown ensemble {weights!r}: use one of {ENSEMBLES}")
     bs = sorted(round(float(b), 4) for b in betas)
-    check(weights != "schedule" or bs == sorted(SCHEDULE),
-          f"the supplement's schedule weighs betas {sorted(SCHEDULE)}; got betas {bs}: use those, or ensemble 'uniform'")
+    check(weights != "schedule" or bs == sorted(ENSEMBLE_ROUNDS),
+          f"the supplement's schedule weighs betas {sorted(ENSEMBLE_ROUNDS)}; got betas {bs}: use those, or ensemble 'uniform'")
 
 
 @dataclass(frozen=True)
@@ -291,6 +291,38 @@ def as_objective(objective: str | Objective) -> Objective:
     check(objective in OBJECTIVES, f"unknown search objective {objective!r}: use one of {sorted(OBJECTIVES)}")
     return OBJECTIVES[objective]
 
+# %% ../nbs/07_search.ipynb #db2dc223
+_RULES = [   # (settings, test, what a valid value is)
+    (("alpha",), lambda v: finite(v) and v >= 0, "a number >= 0"),
+    (("search_batch", "check_triggers", "check_images"), count(1), "an integer >= 1"),
+    (("search_steps",), lambda v: v is None or count(1)(v), "an integer >= 1 (or None: 10 epochs)"),
+]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    "What a MESA search is asked for (Algorithm 2): levels, entropy weight, objective, length, batch, mask forms; and how its triggers are measured."
+    betas: tuple[float, ...] = (0.5, 0.8, 0.9)   # the β ladder: one sub-model per level (and class, and mask form), each in (0, 1)
+    alpha: float = 0.1                  # entropy weight (paper: 0.1); with the objective's slack, its starting value
+    objective: str | Objective = "maxent"   # a name in `OBJECTIVES` ('maxent', 'paper', 'paper-text') or an `Objective`
+    search_steps: int | None = None     # search steps (default: 10 epochs over the search images)
+    search_batch: int = 128             # triggers per sub-model per search step
+    masks: tuple[str, ...] | None = None   # with an opacity channel: the mask forms, one sub-model each (`MASKS`; default: all of them)
+    check_triggers: int = 64            # generated triggers whose ASR is measured (per class in detection, per candidate)
+    check_images: int = 64              # non-target images each of them is stamped on
+
+    def __post_init__(self):
+        check_settings(self, _RULES)
+        betas = tuple(float(b) for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas]))
+        check(betas and all(0 < b < 1 for b in betas), f"setting betas (--betas) must be levels in (0, 1); got {list(betas)}")
+        check(len(set(betas)) == len(betas), f"setting betas (--betas) repeats a level: {list(betas)}")
+        object.__setattr__(self, "betas", betas)
+        if self.masks is not None: object.__setattr__(self, "masks", check_masks(self.masks))
+        as_objective(self.objective)                  # an unknown objective fails here
+
+    @property
+    def levels(self) -> list[str]: return [f"{b:g}" for b in self.betas]
+
 # %% ../nbs/07_search.ipynb #d7913aa3
 @dataclass
 class SearchResult:
@@ -345,7 +377,7 @@ class SearchResult:
         bs = [round(float(self.betas[i]), 4) for i in idx]
         check_ensemble(weights, sorted(set(bs)))
         idx_t = torch.tensor(idx)
-        if weights == "schedule": h = torch.tensor([SCHEDULE[b] / bs.count(b) for b in bs], dtype=torch.float64).log()   # a level's share, split among its forms
+        if weights == "schedule": h = torch.tensor([ENSEMBLE_ROUNDS[b] / bs.count(b) for b in bs], dtype=torch.float64).log()   # a level's share, split among its forms
         else: h = self.entropy(seed=seed)[idx_t] if weights == "entropy" else torch.zeros(len(idx))
         gam = mixture_weights(h, keep=self.keep[idx_t].cpu() if valid_only else None)
         xs = self.submodels.sample(n, seed)[idx_t.to(self.submodels.beta.device)]   # (k_t, n, D)
@@ -410,17 +442,13 @@ def halving_fit(sm: SubModels, F: ClassifierTest, steps: int,
 def search(model: nn.Module,              # the (possibly backdoored) classifier; frozen during the search
            ds: ImageSet,                   # the defender's images
            targets=0,                      # candidate class(es): an int or a list
-           betas=(0.5, 0.8, 0.9),          # levels; one sub-model per (target, beta)
-           alpha: float = 0.1,             # entropy weight (paper: 0.1); with the objective's slack, its starting value
-           objective: str | Objective = "maxent",   # a name in `OBJECTIVES` ('maxent', 'paper', 'paper-text') or an `Objective`
-           steps: int | None = None,       # training steps (overrides epochs)
-           epochs: float = 10,             # passes over ds (authors' code: 10; paper: 50)
-           batch: int = 128,               # samples per sub-model per step
-           trigger_shape=(3, 3, 3),        # (C, h, w)
+           settings: SearchSettings = SearchSettings(),   # levels, alpha, objective, steps, batch and mask forms
+           trigger_shape=(3, 3, 3),        # (C, h, w), or (C + 1, h, w) with an opacity mask
            location: str = "random",       # stamping rule during the search
            jitter: float | None = None,    # Gaussian noise on samples before stamping (default: the objective's; authors' code: 0.1)
            networks: Networks = Networks(),  # sizes of the generators (and MINE critics); the objective may fix their forms
            lr: float | None = None,        # generator learning rate (default: the objective's)
+           epochs: float = 10,             # without settings.search_steps: passes over ds (authors' code: 10; paper: 50)
            log_every: int = 25,            # steps between logged values and finiteness checks
            monitor: int = 0,               # > 0: log the k-NN entropy of this many fresh samples too (history 'knn')
            n_check: int = 256,             # samples per sub-model for the validity check
@@ -428,13 +456,12 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
            device=None,
            chunk: int | None = None,       # images per classifier pass (see `ClassifierTest`)
            halving: int = 0,               # rungs of successive halving (see `halving_fit`); 0: every sub-model trains every step
-           masks=("pixel",),               # with an opacity channel in trigger_shape: the mask forms, one sub-model each per (target, beta) (see `MASKS`)
            ) -> SearchResult:
     "Algorithm 2 for every (target, beta[, mask form]), side by side on one classifier pass per step."
     dev = as_device(device)
-    ob = as_objective(objective)
+    ob, alpha, batch, steps = as_objective(settings.objective), settings.alpha, settings.search_batch, settings.search_steps
     tg = _as_targets(targets, ds.num_classes)
-    bt = check_levels(betas)
+    bt = check_levels(settings.betas)
     _check_shape(trigger_shape, ds)
     check(batch >= 2, f"batch must be >= 2 (BatchNorm in the generator); got {batch}")
     check(len(ds) >= batch, f"{ds.name or 'the image set'} has {len(ds)} images, fewer than one batch of {batch}: "
@@ -442,7 +469,7 @@ def search(model: nn.Module,              # the (possibly backdoored) classifier
     steps = steps if steps is not None else max(1, round(epochs * len(ds) / batch))
     check(steps >= 1, f"steps must be >= 1; got {steps}")
     masked = is_masked(trigger_shape, ds)
-    masks = check_masks(masks)
+    masks = settings.masks or (MASKS if masked else ("pixel",))
     check(masked or masks == ("pixel",), f"mask forms {masks} need a trigger_shape with an opacity channel: ({ds.shape[0] + 1}, h, w)")
     pairs = list(itertools.product(tg.tolist(), bt.tolist(), masks))
     t_k = torch.tensor([p[0] for p in pairs]); b_k = torch.tensor([p[1] for p in pairs])
@@ -489,14 +516,13 @@ def per_class_asr(result: SearchResult, model: nn.Module, ds: ImageSet,
 
 
 def search_classes(model: nn.Module, ds: ImageSet,
+                   settings: SearchSettings = SearchSettings(),   # its alpha, objective (the `detection` variant: one image per trigger), steps and batch
                    beta: float = 0.8,           # the paper's detection level: 0.8
-                   alpha: float = 0.1,
                    classes=None,                # default: every class of ds
-                   objective: str | Objective = "maxent",   # its `detection` variant is used: one image per trigger
-                   **kwargs) -> SearchResult:   # passed to `search` (steps, batch, seed, device, ...)
-    "Detection search (the defense's step 1): one sub-model per class at level beta, all side by side."
+                   **kwargs) -> SearchResult:   # passed to `search` (trigger_shape, seed, device, halving, ...)
+    "Detection search (the defense's step 1): one sub-model per class at level beta, all side by side, the pixel mask form alone."
     classes = list(range(ds.num_classes)) if classes is None else classes
-    return search(model, ds, classes, (beta,), alpha, objective=as_objective(objective).detection, **kwargs)
+    return search(model, ds, classes, replace(settings, betas=(beta,), objective=as_objective(settings.objective).detection, masks=("pixel",)), **kwargs)
 
 # %% ../nbs/07_search.ipynb #583c11f4
 def diagnose(result: SearchResult, model: nn.Module, ds: ImageSet,

@@ -37,7 +37,7 @@ def detect(model, cfg, pool, halving, device):
     t0 = time.perf_counter()
     ob = replace(as_objective(cfg.objective), area=cfg.mask_area)
     C, H, W = pool.shape
-    res = search_classes(model, pool, beta=0.8, alpha=cfg.alpha, objective=ob, steps=cfg.detect_steps, batch=cfg.search_batch,
+    res = search_classes(model, pool, replace(cfg.search_settings, objective=ob, search_steps=cfg.detect_steps),
                          trigger_shape=(C + 1, H, W) if cfg.mask else (C, 3, 3), location=cfg.location, seed=cfg.seed, device=device,
                          halving=halving)
     asr = per_class_asr(res, model, pool, n=cfg.check_triggers, images=cfg.check_images, seed=cfg.seed, device=device)

@@ -27,7 +27,7 @@ from mesa_nb.core import environment, write_json
 from mesa_nb.data import defender_split, load_dataset
 from mesa_nb.mine import knn_entropy
 from mesa_nb.models import load_model
-from mesa_nb.search import AUTHORS, OBJECTIVES, PAPER_TEXT, distinct_patterns, search
+from mesa_nb.search import AUTHORS, OBJECTIVES, PAPER_TEXT, SearchSettings, distinct_patterns, search
 
 DEMO_MODEL = Path("outputs/demo/digits-smallcnn-170-t0-s0/backdoored.safetensors")
 ROWS = {"paper": (OBJECTIVES["paper"], 128), "paper-text": (OBJECTIVES["paper-text"], 128), "maxent": (OBJECTIVES["maxent"], 32)}
@@ -57,7 +57,7 @@ def demo_model(path: Path):
 def measure(model, ds, objective, batch: int, betas, steps: int, seed: int, samples: int) -> dict:
     "One search; the distinct patterns and k-NN entropy of `samples` triggers per level."
     t0 = time.perf_counter()
-    res = search(model, ds, 0, betas=betas, alpha=0.1, objective=objective, steps=steps, batch=batch, seed=seed, device="cpu")
+    res = search(model, ds, 0, SearchSettings(betas=betas, alpha=0.1, objective=objective, search_steps=steps, search_batch=batch), seed=seed, device="cpu")
     xs = res.sample(samples, seed)                                                   # (K, n, 3, 3, 3)
     return dict(distinct=distinct_patterns(xs).tolist(), entropy=knn_entropy(xs.flatten(2).float()).tolist(),
                 valid=res.keep.tolist(), f_mean=res.f_mean.tolist(), seconds=time.perf_counter() - t0)

@@ -42,8 +42,8 @@ def main():
     C, H, W = test.shape
     ob = replace(as_objective(cfg.objective), area=cfg.mask_area, blend_area=cfg.blend_area)
     t0 = time.perf_counter()
-    res = search(model, pool, cfg.target, cfg.betas, cfg.alpha, objective=ob, steps=cfg.search_steps, batch=cfg.search_batch,
-                 trigger_shape=(C + 1, H, W), location=cfg.location, seed=cfg.seed, device=a.device, masks=MASKS)
+    res = search(model, pool, cfg.target, replace(cfg.search_settings, objective=ob, masks=MASKS),
+                 trigger_shape=(C + 1, H, W), location=cfg.location, seed=cfg.seed, device=a.device)
     print(f"{res}: {time.perf_counter() - t0:.0f} s; valid " + ", ".join(f"{f} β={b:g}: {bool(k)}" for f, b, k in zip(res.masks, res.betas.tolist(), res.keep.tolist())))
 
     def bank(**which) -> torch.Tensor:                                      # `cfg.bank` triggers of these sub-models' mixture, as `defend` draws them

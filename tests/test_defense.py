@@ -72,7 +72,8 @@ def test_unlearn_stamps_only_sampled_triggers_and_keeps_labels():
 
 def test_defend_on_a_clean_model_flags_nothing_and_returns_it_unchanged():
     from mesa_nb.core import seed_everything
-    from mesa_nb.defense import DetectSettings, SearchSettings, defend
+    from mesa_nb.defense import DetectSettings, defend
+    from mesa_nb.search import SearchSettings
     from mesa_nb.models import fit
     seed_everything(0)
     train, test = load_digits("train"), load_digits("test")
@@ -87,7 +88,8 @@ def test_defend_on_a_clean_model_flags_nothing_and_returns_it_unchanged():
 
 
 def test_defend_bad_input():
-    from mesa_nb.defense import RepairSettings, SearchSettings, defend
+    from mesa_nb.defense import RepairSettings, defend
+    from mesa_nb.search import SearchSettings
     test = load_digits("test")
     model = build_model("smallcnn")
     with pytest.raises(MesaError, match="does not fit the 16x16 images"):
