@@ -131,9 +131,9 @@ def test_defend_refuses_bad_input_before_detection(user, capsys, case):
         "mean nan": (lambda: defend_args(d, "--mean", "nan", "--std", "0.3"), "mean must be finite numbers"),
         "mean alone": (lambda: defend_args(d, "--mean", "0.5"), "both --mean and --std, or neither"),
         "classes twice": (lambda: defend_args(d, "--classes", "6", "6"), "classes to repair [6, 6] repeat a class"),
-        "betas 1.5": (lambda: defend_args(d, "--betas", "0.5", "1.5"), "every level beta must lie in the open interval (0, 1); got [0.5, 1.5]"),
-        "threshold 2": (lambda: defend_args(d, "--threshold", "2"), "threshold must be a mean ASR in (0, 1); got 2.0"),
-        "alpha -1": (lambda: defend_args(d, "--alpha", "-1"), "alpha must be a finite number >= 0; got -1.0"),
+        "betas 1.5": (lambda: defend_args(d, "--betas", "0.5", "1.5"), "setting betas (--betas) must be levels in (0, 1); got [0.5, 1.5]"),
+        "threshold 2": (lambda: defend_args(d, "--threshold", "2"), "setting threshold (--threshold) must be a mean ASR in (0, 1); got 2.0"),
+        "alpha -1": (lambda: defend_args(d, "--alpha", "-1"), "setting alpha (--alpha) must be a number >= 0; got -1.0"),
         "out is a file": (file_out, "is a file: give a folder"),
         "out holds other files": (busy_out, "holds files that no defense wrote (thesis.tex)"),
     }[case]
