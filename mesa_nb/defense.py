@@ -18,11 +18,11 @@ from torch import Tensor
 
 from .core import JsonRecord, NonFiniteError, as_device, check, check_settings, count, environment, finite, generator
 from .data import ImageSet, Split, as_image_set, batches, defender_split, normalize, to_float
-from .search import (AREA, ENSEMBLES, MASKS, check_masks, Objective, SearchResult, SearchSettings, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
+from .search import (AREA, ENSEMBLES, Objective, SearchResult, SearchSettings, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
-from .threat import Trigger, TriggerFamily, attack_success_rate, check_fits, stamp, stamp_some, trigger_family, trigger_outcomes
+from .threat import MASKS, Trigger, TriggerFamily, attack_success_rate, check_fits, stamp, stamp_some, trigger_family, trigger_outcomes
 
 # %% auto #0
 __all__ = ['MASK_MARGIN', 'SIGNIFICANCE', 'FLAG_RULES', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes',

@@ -20,14 +20,14 @@ from .mine import knn_entropy
 from .models import forward, fused, prepare
 from .mesa import CRITIC_BATCHES, GENERATORS, NOISES, Networks, SubModels, check_levels, mixture_weights, sample_mixture, validity
 from .mine import CRITIC_OUTPUTS
-from .threat import Trigger, check_fits, stamp
+from .threat import MASKS, Trigger, check_fits, check_masks, stamp
 
 # %% auto #0
-__all__ = ['AREA', 'BLEND_AREA', 'MASKS', 'DRAWS', 'ENSEMBLE_ROUNDS', 'ENSEMBLES', 'PAPER_TEXT', 'AUTHORS', 'OBJECTIVES',
-           'frozen', 'pattern_normalization', 'check_masks', 'is_masked', 'mask_terms', 'normalized_images',
-           'ClassifierTest', 'trigger_asr', 'check_ensemble', 'Objective', 'as_objective', 'SearchSettings',
-           'SearchResult', 'halving_fit', 'search', 'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose',
-           'print_diagnostics', 'pattern_numbers', 'distinct_patterns']
+__all__ = ['AREA', 'BLEND_AREA', 'DRAWS', 'ENSEMBLE_ROUNDS', 'ENSEMBLES', 'PAPER_TEXT', 'AUTHORS', 'OBJECTIVES', 'frozen',
+           'pattern_normalization', 'is_masked', 'mask_terms', 'normalized_images', 'ClassifierTest', 'trigger_asr',
+           'check_ensemble', 'Objective', 'as_objective', 'SearchSettings', 'SearchResult', 'halving_fit', 'search',
+           'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose', 'print_diagnostics', 'pattern_numbers',
+           'distinct_patterns']
 
 # %% ../nbs/07_search.ipynb #d930a95f
 @contextlib.contextmanager
@@ -73,15 +73,7 @@ def pattern_normalization(ds: ImageSet, channels: int, device) -> tuple[Tensor, 
 # %% ../nbs/07_search.ipynb #ccc75758
 AREA = 16.0   # default weight of a mask's mean opacity (the area prior): 1 and 4 let every class's adversarial patches through on digits
 BLEND_AREA = 4.0   # default weight of a blend's ratio: at 16 no blend meets its level, at 0 the ratio climbs to 0.6 (a picture of the class)
-MASKS = ("pixel", "blend")   # a mask's forms: an opacity per pixel, or one blend ratio for the whole trigger
 DRAWS = ("replacement", "epoch")   # how a search draws defender images: independently, or through a permutation per epoch (authors' code)
-
-
-def check_masks(masks) -> tuple[str, ...]:
-    "`masks` (one form or several) as a tuple of distinct forms from `MASKS`, or a one-line error."
-    masks = (masks,) if isinstance(masks, str) else tuple(masks)
-    check(len(masks) >= 1 and set(masks) <= set(MASKS) and len(set(masks)) == len(masks), f"masks must be distinct forms from {MASKS}; got {masks}")
-    return masks
 
 
 def is_masked(trigger_shape, ds: ImageSet) -> bool:

@@ -15,10 +15,11 @@ from .data import ImageSet
 from .models import fit, predict
 
 # %% auto #0
-__all__ = ['CANONICAL_IDS', 'TRIGGER_FORMS', 'FAMILY_SEED', 'FAMILIES', 'LOCATIONS', 'check_fits', 'Trigger', 'pattern_bits',
-           'pattern_number', 'orbit', 'canonical_trigger', 'color_trigger', 'bw_trigger', 'blend_trigger',
-           'parse_trigger', 'trigger_spec', 'TriggerFamily', 'trigger_family', 'family_size', 'trigger_locations',
-           'stamp', 'stamp_some', 'poison', 'Poison', 'trigger_outcomes', 'attack_success_rate', 'backdoor']
+__all__ = ['MASKS', 'CANONICAL_IDS', 'TRIGGER_FORMS', 'FAMILY_SEED', 'FAMILIES', 'LOCATIONS', 'check_fits', 'check_masks',
+           'Trigger', 'pattern_bits', 'pattern_number', 'orbit', 'canonical_trigger', 'color_trigger', 'bw_trigger',
+           'blend_trigger', 'parse_trigger', 'trigger_spec', 'TriggerFamily', 'trigger_family', 'family_size',
+           'trigger_locations', 'stamp', 'stamp_some', 'poison', 'Poison', 'trigger_outcomes', 'attack_success_rate',
+           'backdoor']
 
 # %% ../nbs/03_threat.ipynb #fe1a81ce
 def check_fits(h: int, w: int,           # a trigger's (or a family's) height and width
@@ -27,6 +28,16 @@ def check_fits(h: int, w: int,           # a trigger's (or a family's) height an
     "Refuse a size that is empty or larger than the images, naming the sizes that fit: the one check of it everywhere."
     H, W = image_hw
     check(1 <= h <= H and 1 <= w <= W, f"{what} of size {h}x{w} does not fit the {H}x{W} images: use a size from 1x1 to {H}x{W}")
+
+
+MASKS = ("pixel", "blend")   # a mask's forms: an opacity per pixel, or one blend ratio for the whole trigger (a blended trigger's)
+
+
+def check_masks(masks) -> tuple[str, ...]:
+    "`masks` (one form or several) as a tuple of distinct forms from `MASKS`, or a one-line error."
+    masks = (masks,) if isinstance(masks, str) else tuple(masks)
+    check(len(masks) >= 1 and set(masks) <= set(MASKS) and len(set(masks)) == len(masks), f"masks must be distinct forms from {MASKS}; got {masks}")
+    return masks
 
 
 @dataclass

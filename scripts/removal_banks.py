@@ -21,8 +21,8 @@ from mesa_nb.data import defender_split, load_dataset
 from mesa_nb.defense import bank_sampler, evaluate, unlearn
 from mesa_nb.experiment import RunConfig
 from mesa_nb.models import load_model
-from mesa_nb.search import MASKS, as_objective, search
-from mesa_nb.threat import parse_trigger
+from mesa_nb.search import as_objective, search
+from mesa_nb.threat import MASKS, parse_trigger
 
 
 def main():
