@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .core import JsonRecord, NonFiniteError, as_device, check, check_settings, count, environment, finite, generator
 from .data import ImageSet, Split, as_image_set, batches, defender_split, normalize, to_float
-from .search import (AREA, ENSEMBLES, Objective, SearchResult, SearchSettings, as_objective, check_ensemble, frozen, per_class_asr, search, search_classes,
+from .search import (AREA, ENSEMBLES, Objective, SearchResult, SearchSettings, as_objective, check_ensemble, frozen, pattern_numbers, per_class_asr, search, search_classes,
                             trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
@@ -284,7 +284,7 @@ class Detection(JsonRecord):
 
     def validate(self, need):
         n = len(self.per_class_asr)
-        need(self.rule in ("threshold", "pvalue"), "rule", f"must be 'threshold' or 'pvalue'; got {self.rule!r}")
+        need(self.rule in FLAG_RULES, "rule", f"must be one of {FLAG_RULES}; got {self.rule!r}")
         need(self.p_values is None or (len(self.p_values) == n and all(p is None or 0 <= p <= 1 for p in self.p_values)),
              "p_values", f"must be one p-value in [0, 1] (or null) per class ({n}); got {self.p_values}")
         need(n >= 2 and all(0 <= a <= 1 for a in self.per_class_asr), "per_class_asr", f"must be 2 or more ASRs in [0, 1]; got {self.per_class_asr}")
@@ -615,11 +615,10 @@ def trigger_shape_of(image_shape,                 # (C, H, W) of the defender's 
     return (C, h, w)
 
 
-def _check_data(search_ds: ImageSet, held: ImageSet, mesa: SearchSettings, classes):
+def _check_data(search_ds: ImageSet, mesa: SearchSettings, classes=None, held: ImageSet | None = None):
     "The settings that depend on the defender's images: a batch of them, and classes they have."
-    n = mesa.search_batch
-    check(len(search_ds) >= n, f"{len(search_ds)} search images (of {len(search_ds) + len(held)} defender images) are fewer than one batch of {n}: "
-                               "give more images or lower search_batch")
+    n, of = mesa.search_batch, "" if held is None else f" (of {len(search_ds) + len(held)} defender images)"
+    check(len(search_ds) >= n, f"{len(search_ds)} search images{of} are fewer than one batch of {n}: give more images or lower search_batch")
     check(classes is None or len({int(c) for c in classes}) == len(classes), f"classes to repair {list(classes or [])} repeat a class; give each once")
     check(classes is None or all(0 <= int(c) < search_ds.num_classes for c in classes),
           f"classes to repair {list(classes or [])} must lie in [0, {search_ds.num_classes})")
@@ -668,7 +667,7 @@ def detect(model: nn.Module,                  # the suspect classifier: normaliz
     "Step 1: every class searched side by side at β = 0.8, flagged by the mean ASR of its generated triggers: (detection, its search)."
     device = as_device(device)
     shape = trigger_shape_of(ds.shape, trigger_size)
-    check(len(ds) >= mesa.search_batch, f"{len(ds)} search images are fewer than one batch of {mesa.search_batch}: give more images or lower search_batch")
+    _check_data(ds, mesa)
     det = search_classes(model, ds, replace(mesa, search_steps=settings.detect_steps), halving=settings.detect_halving,
                          trigger_shape=shape, location=location, seed=seed, device=device)
     asr = per_class_asr(det, model, ds, n=mesa.check_triggers, images=mesa.check_images, seed=seed, device=device)
@@ -730,7 +729,7 @@ def repair(model: nn.Module,                  # the suspect classifier; a repair
     search_ds, held = split
     shape = trigger_shape_of(search_ds.shape, trigger_size)
     settings.check_with(mesa)
-    _check_data(search_ds, held, mesa, classes)
+    _check_data(search_ds, mesa, classes, held)
     family = family or trigger_family(search_ds.shape, None if trigger_size is None else shape[1:])
     screen = replace(family, images=max(1, family.images // 4))    # the choice needs the surface's mean only: a quarter of the images
     out, repaired, choose = Repairs(surface_choice=settings.choose == "surface"), model, settings.choose
@@ -788,7 +787,7 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     search_ds, held = split
     shape = trigger_shape_of(search_ds.shape, trigger_size)        # every setting is checked before any search runs
     removal.check_with(mesa)
-    _check_data(search_ds, held, mesa, classes)
+    _check_data(search_ds, mesa, classes, held)
     family = family or trigger_family(search_ds.shape, None if trigger_size is None else shape[1:])
     found, det = detect(model, search_ds, trigger_size, mesa, detection, recipe.location, seed, device)
     t_detect = time.perf_counter() - t0
@@ -836,9 +835,7 @@ def coverage(res: SearchResult, target: int, backdoored: Surface, family: Trigge
     h, w = res.trigger_shape[1:]
     if bw is None or tuple(family.patterns["black-and-white"].shape[1:]) != tuple(res.trigger_shape) or bw.stop - bw.start != 2 ** (h * w): return None
     valid = {i for i, a in enumerate(backdoored.asr[bw]) if a >= 0.5}
-    weights = 2 ** torch.arange(h * w - 1, -1, -1)
-    x = res.sample(samples, seed)                                              # (K, n, C, h, w)
-    numbers = ((x.mean(2) > 0.5).flatten(2).long().cpu() * weights).sum(-1)     # (K, n): pattern numbers, as `pattern_bits` numbers them
+    numbers = pattern_numbers(res.sample(samples, seed)).cpu()                 # (K, n): pattern numbers, as `pattern_bits` numbers them
     levels = sorted({float(res.betas[i]) for i in res.index(target)})
     got = {f"{b:g}": set(numbers[res.index(target, b)].flatten().tolist()) for b in levels}
     reached = {k: v & valid for k, v in got.items()}
@@ -846,6 +843,6 @@ def coverage(res: SearchResult, target: int, backdoored: Surface, family: Trigge
     nested = {f"{hi} in {lo}": len(reached[hi] & reached[lo]) / len(reached[hi]) for i, lo in enumerate(names) for hi in names[i + 1:] if reached[hi]}
     orig = None
     if original is not None and original.mask is None and tuple(original.pattern.shape) == tuple(res.trigger_shape) and set(original.pattern.unique().tolist()) <= {0.0, 1.0}:
-        orig = int(((original.pattern.mean(0) > 0.5).flatten().long() * weights).sum())
+        orig = int(pattern_numbers(original.pattern))
     return Coverage(2 ** (h * w), len(valid), samples, {k: len(v) for k, v in got.items()}, {k: len(v) for k, v in reached.items()}, nested,
                     None if orig is None else orig in valid, {} if orig is None else {k: orig in v for k, v in got.items()})
