@@ -200,11 +200,12 @@ def surface(model: nn.Module, ds: ImageSet, family: TriggerFamily,
             target: int,                      # the class the family's triggers are measured towards
             location: str = "random",         # stamping rule, as the run stamps
             floor: Surface | None = None,     # the clean model's surface on the same family and images: each member's excess
-            device=None) -> Surface:
+            device=None,
+            bf16: bool = True) -> Surface:    # classify in bf16 where the device computes it natively (`models.native_bf16`)
     "The ASR of every member of `family` on `ds` (`family.images` stamped non-target images each, the same ones for every model)."
     check(family.patterns, "this trigger family holds no patterns (read back from a record?): draw it again with threat.trigger_family")
     t0 = time.perf_counter()
-    asr = torch.cat([trigger_asr(model, ds, p, target, location=location, images=family.images, seed=family.seed + i, device=device).cpu()
+    asr = torch.cat([trigger_asr(model, ds, p, target, location=location, images=family.images, seed=family.seed + i, bf16=bf16, device=device).cpu()
                      for i, p in enumerate(family.patterns.values())])
     return replace(Surface.of(asr, floor), seconds=time.perf_counter() - t0)
 

@@ -26,8 +26,8 @@ from .data import ImageSet, augment, batches, normalize, to_float
 
 # %% auto #0
 __all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'channels_last',
-           'prepare', 'forward', 'fit', 'fused', 'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights',
-           'load_model']
+           'prepare', 'native_bf16', 'forward', 'fit', 'fused', 'predict', 'accuracy', 'save_model', 'read_checkpoint',
+           'load_weights', 'load_model']
 
 # %% ../nbs/02_models.ipynb #325552fa
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -121,11 +121,19 @@ def prepare(model: nn.Module, device) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if channels_last(model, device) else model
 
 
-def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    "Float32 logits of a normalized batch (B, C, H, W): channels-last where `channels_last` says so, bf16 autocast on CUDA."
+def native_bf16(device) -> bool:
+    "Whether `device` computes bf16 natively: CUDA, or a CPU whose oneDNN has bf16 instructions (AVX-512 BF16, AMX)."
+    d = torch.device(device)
+    if d.type == "cuda": return True
+    return d.type == "cpu" and torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def forward(model: nn.Module, x: torch.Tensor,
+            bf16: bool = False) -> torch.Tensor:   # also on a CPU with native bf16 (`native_bf16`): for measurements, never training
+    "Float32 logits of a normalized batch (B, C, H, W): channels-last where `channels_last` says so, bf16 autocast on CUDA (and with `bf16` where native)."
     cuda = x.device.type == "cuda"
     if channels_last(model, x.device): x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda or (bf16 and native_bf16(x.device))):
         return model(x).float()                                         # (B, num_classes)
 
 

@@ -186,6 +186,7 @@ def trigger_asr(model: nn.Module,             # the classifier (used in eval mod
                 images: int = 64,              # non-target images per trigger
                 seed: int = 0,                 # seeds image draws and locations
                 chunk: int = 2048,             # stamped images per classifier call (on a CPU, 2,048 ran twice as fast as 8,192)
+                bf16: bool = False,            # classify in bf16 where the device computes it natively (`models.forward`)
                 device=None) -> Tensor:
     "Hard ASR of each trigger: fraction of its stamped non-target images classified as `target`, (n,)."
     dev = as_device(device)
@@ -206,7 +207,7 @@ def trigger_asr(model: nn.Module,             # the classifier (used in eval mod
         net = fused(m)                                                          # BatchNorm folded into the convolutions
         for s in range(0, n * images, chunk):
             xb = stamp(x[idx[s:s + chunk]], ((pats - mean) / std)[which[s:s + chunk]], location, g)
-            hits.append(forward(net, xb).argmax(1) == target)
+            hits.append(forward(net, xb, bf16).argmax(1) == target)
     return torch.cat(hits).view(n, images).float().mean(1)
 
 # %% ../nbs/07_search.ipynb #d68a81ec

@@ -11,7 +11,6 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
@@ -118,6 +117,7 @@ def _order(df: pd.DataFrame) -> list[str]:
 
 def _strips(df: pd.DataFrame, y: str, order: list[str], ax, methods: list[str] | None = None):
     "One strip per trigger and method, every run a point; the baseline first, then as `Defenses.methods` lists them."
+    import seaborn as sns                     # where it is drawn: seaborn brings scipy.stats, half a second of every start-up
     methods = methods or sorted(df.method.unique(), key=lambda m: m != "baseline")
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
     sns.stripplot(df, x="trigger", y=y, hue="method", order=order, hue_order=methods, palette=palette,
@@ -203,6 +203,7 @@ def plot_roc(scores: pd.DataFrame,              # one row per model: 'backdoored
 def plot_detection_matrix(records: Sequence[RunRecord | Mapping],   # run records, clean controls included
                           ) -> Figure:
     "Detection over many runs as a heatmap: the mean ASR of generated triggers per (run, class), each run's true target boxed."
+    import seaborn as sns
     records = as_records(records)
     m = pd.DataFrame([r.detection.per_class_asr for r in records], index=[r.label for r in records])
     fig, ax = plt.subplots(figsize=(0.45 * m.shape[1] + 2.5, 0.3 * len(m) + 1.2))
@@ -236,6 +237,7 @@ def plot_training_curves(history: Mapping[str, torch.Tensor],  # 'step' (L,) and
 def plot_surface_shift(surfaces: Mapping[str, "Surface"],   # label -> a residual surface (`defense.Surface`), e.g. "before", "β=0.9", "clean model"
                        title: str = "") -> Figure:
     "The share of the trigger family at or above each ASR, one curve per model: the residual surface before and after repair."
+    import seaborn as sns
     check(len(surfaces) > 0, "no surfaces to plot")
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     grid = np.linspace(0, 1, 101)
