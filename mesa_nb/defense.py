@@ -9,7 +9,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -719,9 +719,9 @@ def repair(model: nn.Module,                  # the suspect classifier; a repair
            mesa: SearchSettings = SearchSettings(),   # the search
            settings: RepairSettings = RepairSettings(),   # candidates and the choice
            recipe: Retrain = Retrain(),       # the retraining recipe (Eq. 5)
-           original: Trigger | None = None,   # the true trigger, when known (research): adds its ASR to each candidate
+           original: Trigger | Mapping[int, Trigger] | None = None,   # the true trigger (or one per class), when known (research): its ASR on each candidate
            family: TriggerFamily | None = None,   # the triggers every surface is measured on (default: `trigger_family` of the trigger size)
-           floor: Surface | None = None,      # the clean model's surface towards the repaired class, when known (research)
+           floor: Surface | Mapping[int, Surface] | None = None,   # the clean model's surface towards the repaired class (or per class), when known
            seed: int = 0,
            device: str | None = None,
            ) -> tuple[Repairs, nn.Module]:
@@ -734,7 +734,9 @@ def repair(model: nn.Module,                  # the suspect classifier; a repair
     family = family or trigger_family(search_ds.shape, None if trigger_size is None else shape[1:])
     screen = replace(family, images=max(1, family.images // 4))    # the choice needs the surface's mean only: a quarter of the images
     out, repaired, choose = Repairs(surface_choice=settings.choose == "surface"), model, settings.choose
+    known_trigger, known_floor = original, floor
     for c in [int(c) for c in classes]:
+        original, floor = (v.get(c) if isinstance(v, Mapping) else v for v in (known_trigger, known_floor))   # this class's, when given per class
         res = out.searches[c] = search(model, search_ds, c, mesa, trigger_shape=shape, location=recipe.location, seed=seed, device=device)
         out.before[str(c)] = evaluate(repaired, held, original, recipe.location, seed, device, family, c, floor)
         cands, models, g = {}, {}, generator(seed, device)          # one stream of trigger draws per class, across its candidates
@@ -769,10 +771,10 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            recipe: Retrain = Retrain(),       # the retraining recipe shared by MESA, baseline and ideal
            eval_fraction: float = 0.2,        # held out for evaluation
            split: Split | None = None,        # instead of images and labels: the defender's images already split, used as they are
-           original: Trigger | None = None,   # the true trigger, when known (research): adds its ASR to each candidate
+           original: Trigger | Mapping[int, Trigger] | None = None,   # the true trigger (or one per class), when known (research): its ASR on each candidate
            classes: list[int] | None = None,  # classes to remove a backdoor for (default: the flagged ones)
            family: TriggerFamily | None = None,  # the triggers every surface is measured on (default: `trigger_family` of the trigger size)
-           floor: Surface | None = None,      # the clean model's surface towards the repaired class, when known (research): each surface's excess
+           floor: Surface | Mapping[int, Surface] | None = None,   # the clean model's surface towards the repaired class (or per class), when known: each surface's excess
            seed: int = 0,                     # seeds the split, the search and retraining
            device: str | None = None,         # cpu, cuda or cuda:N (default: CUDA if present)
            ) -> tuple[DefenseReport, nn.Module]:

@@ -25,8 +25,8 @@ from .defense import (REMOVALS, SIGNIFICANCE, DetectSettings, Evaluation, NCDete
                              evaluate, neural_cleanse, run_removal)
 from .search import AREA, BLEND_AREA, SearchSettings, as_objective
 from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
-from .record import Attack, Defenses, HeldOut, RunRecord, TriggerInfo
-from .threat import LOCATIONS, backdoor, family_size, parse_trigger, trigger_family, trigger_spec
+from .record import Attack, Defenses, HeldOut, RunRecord, TargetOutcome, TriggerInfo
+from .threat import LOCATIONS, backdoor, family_size, parse_triggers, trigger_family, trigger_spec
 from .viz import embed, plot_detection, plot_embedding, plot_surface_shift, plot_training_curves, plot_trigger_grid, save_figures
 
 # %% auto #0
@@ -121,8 +121,13 @@ class RunConfig:
         self.betas = [float(b) for b in (self.betas if isinstance(self.betas, (list, tuple)) else [self.betas])]
         self.detect_settings                                 # the search's, detection's and repair's settings check themselves,
         self.repair_settings.check_with(self.search_settings)   # a schedule over other betas or the choice of a missing level too
-        parse_trigger(self.trigger, self.target, CLASSES[self.dataset], IMAGE_SHAPES[self.dataset])   # an unknown trigger fails here, before any work
+        ts = parse_triggers(self.trigger, self.target, CLASSES[self.dataset], IMAGE_SHAPES[self.dataset])   # an unknown trigger fails here, before any work
         self.trigger = trigger_spec(self.trigger)            # one run, one name: 0170, +170 and canonical:170 are "170"
+        check(len(ts) * self.ratio <= 1, f"setting ratio (--ratio) {self.ratio} poisons that share of the images for each of {len(ts)} triggers, "
+                                         f"{len(ts) * self.ratio:g} in all: give at most {1 / max(len(ts), 1):.3g}")
+        if "@" in self.trigger:                              # a spec that names its targets: the first is the run's target
+            self.target = ts[0].target
+            if len(ts) == 1: self.trigger = self.trigger.partition("@")[0]   # one trigger: its name, and the target as the setting
         self.recipe                                          # and so does a bad retraining setting
 
     def _settings(self, cls, **given):
@@ -175,9 +180,11 @@ def make_config(preset: str = "quick", **overrides) -> RunConfig:
 
 # %% ../nbs/11_experiment.ipynb #7648fef7
 def run_name(cfg: RunConfig) -> str:
-    "The run folder's name: dataset, model, trigger, target, seed."
-    spec = str(cfg.trigger).strip().lower().replace(":", "", 1).replace(":", "-")   # color:3 -> color3, bw:1:5 -> bw1-5
-    return f"{cfg.dataset}-{cfg.model}-{spec}-t{cfg.target}-s{cfg.seed}"
+    "The run folder's name: dataset, model, trigger, target, seed (several triggers: each with its target, joined by '+')."
+    name = lambda spec: spec.strip().lower().replace(":", "", 1).replace(":", "-")   # color:3 -> color3, bw:1:5 -> bw1-5
+    parts = [p.partition("@") for p in str(cfg.trigger).split(",")]
+    if len(parts) > 1: return f"{cfg.dataset}-{cfg.model}-" + "+".join(f"{name(p)}-t{t}" for p, _, t in parts) + f"-s{cfg.seed}"
+    return f"{cfg.dataset}-{cfg.model}-{name(cfg.trigger)}-t{cfg.target}-s{cfg.seed}"
 
 
 CLEAN_FIELDS = ("dataset", "model", "seed", "clean_epochs", "clean_lr", "clean_batch_size", "label_smoothing")
@@ -246,7 +253,8 @@ class Run:
         self.test = test
         self.split = defender_split(test, cfg.seed)            # once: MESA, baseline and ideal all use this split
         self.pool, self.held = self.split
-        self.trigger = parse_trigger(cfg.trigger, cfg.target, test.num_classes, test.shape)
+        self.triggers = parse_triggers(cfg.trigger, cfg.target, test.num_classes, test.shape)   # several: one backdoor each, to its own class
+        self.trigger = self.triggers[0] if self.triggers else None   # the first: the record's `trigger`, `attack` and `defense`
         self.timing, self.models, self.report = {}, {}, None
         self.family = trigger_family(test.shape, family_size(cfg.surface_family, test.shape, self.trigger_size), images=cfg.surface_images)   # fixed
         self.record = dict(dataset=cfg.dataset, model=cfg.model, seed=cfg.seed, preset=cfg.preset,   # RunRecord's fields, filled step by step
@@ -264,18 +272,19 @@ class Run:
     @property
     def masked(self) -> bool:
         "Whether the defenses search patterns with opacity masks over the whole image (the size unknown) rather than patches of the trigger's size."
-        return self.cfg.mask or (self.trigger is not None and self.trigger.mask is not None)
+        return self.cfg.mask or any(t.mask is not None for t in self.triggers)
 
     @property
     def trigger_size(self) -> tuple[int, int] | int | None:
-        "What the defender is told of the trigger's size: None when masked (unknown), else the true size (3 for a clean control)."
-        return None if self.masked else (self.trigger.size if self.trigger else 3)
+        "What the defender is told of the trigger's size: None when masked (unknown), else the true size (several: the largest; 3 for a clean control)."
+        if self.masked: return None
+        return tuple(max(t.size[i] for t in self.triggers) for i in (0, 1)) if self.triggers else 3
 
     @property
     def trigger_shape(self) -> tuple[int, int, int]:
         "The shape of what the searches and the baseline produce: (C+1, H, W) with masks, else the trigger's (C, h, w)."
         C, H, W = self.test.shape
-        return (C + 1, H, W) if self.masked else tuple(self.trigger.pattern.shape)
+        return (C + 1, H, W) if self.masked else (C, *self.trigger_size)
 
     @property
     def floor(self):
@@ -285,10 +294,18 @@ class Run:
     @property
     def repairs(self) -> bool: return self.trigger is not None and self.cfg.removal
 
+    @property
+    def several(self) -> bool: return len(self.triggers) > 1
+
     def _evaluate(self, model, surface: bool = True) -> Evaluation:
         "Accuracy, the trigger's ASR and robust accuracy on the held-out images, and (with `surface`) the model's residual surface towards the target."
         return evaluate(model, self.held, self.trigger, self.cfg.location, self.cfg.seed, self.device,
                         self.family if surface else None, self.cfg.target, self.floor)
+
+    def _outcome(self, model, trigger) -> Evaluation:
+        "One of several triggers on `model`: its ASR and robust accuracy, and the surface towards its target (over that target's floor, once measured)."
+        floor = self.floors.get(trigger.target) if hasattr(self, "floors") else None
+        return evaluate(model, self.held, trigger, self.cfg.location, self.cfg.seed, self.device, self.family, trigger.target, floor and floor.surface)
 
 # %% ../nbs/11_experiment.ipynb #d2b75cf3
 @patch
@@ -297,6 +314,7 @@ def clean(self: Run) -> torch.nn.Module:
     model, self.timing["clean"] = clean_model(self.cfg, self.train, self.out_dir, self.log)
     self.models["clean"] = model
     self.record["clean"] = self._evaluate(model)
+    if self.several: self.floors = {t.target: self.record["clean"] if t is self.trigger else self._outcome(model, t) for t in self.triggers}   # each target's floor
     return model
 
 
@@ -311,13 +329,16 @@ def attack(self: Run) -> torch.nn.Module:
     with self._timed("attack"):
         attacked = copy.deepcopy(model)
         seed_everything(cfg.seed)
-        hist = backdoor(attacked, self.train, self.trigger, ratio=cfg.ratio, epochs=cfg.attack_epochs, lr=cfg.attack_lr,
+        hist = backdoor(attacked, self.train, self.triggers, ratio=cfg.ratio, epochs=cfg.attack_epochs, lr=cfg.attack_lr,
                         schedule=cfg.attack_schedule, batch_size=cfg.attack_batch_size, location=cfg.location, weight_decay=cfg.weight_decay,
                         nesterov=cfg.nesterov, augmentation=cfg.augmentation, device=self.device)
     self.record["attack"] = Attack(**vars(self._evaluate(attacked, surface=not self.repairs)), final_loss=hist[-1]["loss"] if hist else None)   # `defend` measures its surface
-    if cfg.save_models: save_model(attacked, self.path/"backdoored.safetensors", trigger=self.trigger.name, target=cfg.target)
+    if cfg.save_models: save_model(attacked, self.path/"backdoored.safetensors", trigger=cfg.trigger, target=cfg.target)
     self.models["attacked"] = attacked
-    self.log(f"backdoored: accuracy {self.record['attack'].accuracy:.3f}, ASR {self.record['attack'].asr:.3f}")
+    if self.several:
+        self.backdoored = {t.target: self._outcome(attacked, t) for t in self.triggers}
+        self.log("backdoored: accuracy " + f"{self.record['attack'].accuracy:.3f}, ASR " + ", ".join(f"{t.name}→{t.target} {self.backdoored[t.target].asr:.3f}" for t in self.triggers))
+    else: self.log(f"backdoored: accuracy {self.record['attack'].accuracy:.3f}, ASR {self.record['attack'].asr:.3f}")
     return attacked
 
 
@@ -325,9 +346,11 @@ def attack(self: Run) -> torch.nn.Module:
 def defend(self: Run):
     "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
     cfg, model = self.cfg, self.models.get("attacked") or self.attack()
+    one = not self.several                              # several: every target repaired in turn, each judged on its own trigger and floor
     report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size, mesa=cfg.search_settings, detection=cfg.detect_settings,
-                              removal=cfg.repair_settings, recipe=cfg.recipe, original=self.trigger, classes=[cfg.target] if self.repairs else [],
-                              family=self.family, floor=self.floor, seed=cfg.seed, device=self.device)
+                              removal=cfg.repair_settings, recipe=cfg.recipe, original=self.trigger if one else {t.target: t for t in self.triggers},
+                              classes=[t.target for t in self.triggers] if self.repairs else [], family=self.family,
+                              floor=self.floor if one else {c: e.surface for c, e in self.floors.items()}, seed=cfg.seed, device=self.device)
     check(report.settings["held"] == self.record["evaluation"].held, "the defense was judged on other held-out images than the run")
     self.report, self.models["repaired"] = report, repaired
     self.record["detection"] = replace(report.detection, target=cfg.target if self.trigger else None)
@@ -340,7 +363,20 @@ def defend(self: Run):
     self.timing.update(detection=report.timing["detection"], mesa=report.timing["defense"])
     if cfg.save_models and report.chosen: save_model(repaired, self.path/"repaired.safetensors", chosen=report.chosen)
     self.log(report.summary())
+    if self.several: self._targets(repaired if self.repairs else None)
     return report, repaired
+
+
+@patch
+def _targets(self: Run, repaired):
+    "Several backdoors: one row per (trigger, target), flagged or not, on the clean, backdoored and returned models (`record.TargetOutcome`)."
+    det = self.record["detection"]
+    rows = self.record["targets"] = [
+        TargetOutcome(TriggerInfo.from_json(t.record(self.cfg.location)), t.target in det.flagged, det.p_values[t.target] if det.p_values else None,
+                      self.floors[t.target], self.backdoored[t.target], None if repaired is None else self._outcome(repaired, t)) for t in self.triggers]
+    for r in rows:
+        after = "" if r.repaired is None else f"; after MESA: ASR {r.repaired.asr:.3f}, surface {r.repaired.surface.line()}"
+        self.log(f"{r.trigger.name} → class {r.trigger.target}: {'flagged' if r.flagged else 'not flagged'}, ASR {r.backdoored.asr:.3f}{after}")
 
 
 @patch
@@ -348,6 +384,8 @@ def remove(self: Run, name: str):
     "The registered defense `name` (`defense.REMOVALS`) on the backdoored model with the shared recipe, judged like MESA: its result."
     cfg, model = self.cfg, self.models.get("attacked") or self.attack()
     if self.trigger is None or not cfg.removal or (name == "baseline" and cfg.baseline_runs == 0): return None
+    if self.several:
+        self.log(f"{REMOVALS[name].label}: not run with several triggers (it is defined for one trigger and its target)"); return None
     task = RemovalTask(model, self.pool, self.held, cfg.target, self.trigger, cfg.recipe, self.trigger_shape, cfg.seed, self.device,
                        seeds=cfg.retrain_seeds, runs=cfg.baseline_runs, reverse_epochs=cfg.reverse_epochs, area=cfg.mask_area,
                        family=self.family, floor=self.floor)
@@ -398,6 +436,9 @@ def figures(self: Run) -> dict:
         figs["curves"] = plot_training_curves(res.history, labels=[f"β={b:g}" for b in res.betas.tolist()])
     surfaces = {k: v[0] for k, v in RunRecord(**self.record).surfaces().items() if v}
     if len(surfaces) > 1: figs["surface"] = plot_surface_shift(surfaces, title=f"residual surface towards class {self.cfg.target} ({self.family.kind})")
+    for r in self.record.get("targets", []):                                      # several backdoors: each target's surface too
+        ss = {"clean model": r.clean.surface, "backdoored": r.backdoored.surface, **({"after MESA": r.repaired.surface} if r.repaired else {})}
+        figs[f"surface-t{r.trigger.target}"] = plot_surface_shift(ss, title=f"residual surface towards class {r.trigger.target} ({r.trigger.name})")
     save_figures(figs, self.path)
     return figs
 

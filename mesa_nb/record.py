@@ -13,10 +13,10 @@ from .defense import REMOVALS, Baseline, Candidate, Coverage, Detection, Evaluat
 from .threat import TriggerFamily
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'RunRecord']
+__all__ = ['SCHEMA_VERSION', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'TargetOutcome', 'RunRecord']
 
 # %% ../nbs/09_record.ipynb #705df702
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -83,6 +83,17 @@ class Defenses(JsonRecord):
 
 _TYPED = ("baseline", "ideal")   # registered defenses with a field of their own in the record (the others sit in `others`)
 
+
+@dataclass
+class TargetOutcome(JsonRecord):
+    "One (trigger, target) of a model with several backdoors: whether detection flagged the class, and the trigger before and after the repair."
+    trigger: TriggerInfo                # the trigger and its target
+    flagged: bool                       # detection flagged its target
+    p_value: float | None               # its target's p-value as an outlier (`defense.class_pvalues`); None: not computable
+    clean: Evaluation                   # the clean model: the trigger's ASR, and the surface towards its target (the floor of the rows below)
+    backdoored: Evaluation              # the backdoored model
+    repaired: Evaluation | None = None  # the model MESA returned, every class repaired in turn; None: no removal
+
 # %% ../nbs/09_record.ipynb #cf8ef533
 @dataclass(kw_only=True)
 class RunRecord(JsonRecord):
@@ -101,6 +112,7 @@ class RunRecord(JsonRecord):
     neural_cleanse: NCDetection | None = None   # Neural Cleanse's detector, when the run scored it (`neural_cleanse` setting)
     family: TriggerFamily | None = None         # the triggers every surface was measured on (None: a record of version 1)
     coverage: Coverage | None = None            # Lemma 1: the backdoored model's valid set and each level's reach of it
+    targets: list[TargetOutcome] = field(default_factory=list)   # several backdoors: one row per (trigger, target), the first one's too
     recipe: dict | None = None                  # the retraining recipe shared by every defense of the run (`defense.Retrain`)
     timing: dict[str, float] = field(default_factory=dict)
     environment: dict = field(default_factory=dict)

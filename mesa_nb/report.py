@@ -19,8 +19,9 @@ from .record import RunRecord
 from .viz import plot_after_defense, plot_detection_matrix, plot_roc, plot_surface, save_figures
 
 # %% auto #0
-__all__ = ['PAPER', 'DETECTORS', 'RULES', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'summary_table',
-           'detection_scores', 'flag_rates', 'detection_summary', 'per_trigger', 'markdown', 'write_report']
+__all__ = ['PAPER', 'DETECTORS', 'RULES', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'target_table',
+           'summary_table', 'detection_scores', 'flag_rates', 'detection_summary', 'per_trigger', 'markdown',
+           'write_report']
 
 # %% ../nbs/12_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -153,6 +154,19 @@ def run_table(rec: RunRecord) -> str:
     if rec.family is not None: rows.append(f"surface: the ASR of {rec.family.size} triggers ({rec.family.kind}: "
                                            + ", ".join(f"{n} {k}" for k, n in rec.family.groups.items()) + f"), {rec.family.images} held-out images each")
     if rec.coverage is not None: rows.append(f"Lemma 1: {rec.coverage.line()}")
+    if rec.targets: rows.append("\n" + target_table(rec))
+    return "\n".join(rows)
+
+
+def target_table(rec: RunRecord) -> str:
+    "Several backdoors in one model: a Markdown table with one row per (trigger, target), the repaired model being the one MESA returned."
+    def p(v): return "–" if v is None else f"{v:.1e}" if v < 1e-3 else f"{v:.3f}"
+    rows = ["| trigger → target | flagged (p-value) | ASR on the clean model | backdoored | after MESA | accuracy after | "
+            "surface after: largest ASR | share at ASR ≥ 0.5 | largest excess over the clean model (points) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rec.targets:
+        a, s = r.repaired, r.repaired and r.repaired.surface
+        rows.append(f"| {r.trigger.label} → {r.trigger.target} | {'yes' if r.flagged else 'no'} ({p(r.p_value)}) | {_pct(r.clean.asr)} | {_pct(r.backdoored.asr)} | "
+                    f"{_pct(a and a.asr)} | {_pct(a and a.accuracy)} | {'–' if s is None else f'{s.max:.2f}'} | {_pct(s and s.above_05)} | {_pts(s and s.excess_max)} |")
     return "\n".join(rows)
 
 

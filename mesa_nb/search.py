@@ -26,8 +26,8 @@ from .threat import MASKS, Trigger, check_fits, check_masks, stamp
 __all__ = ['AREA', 'BLEND_AREA', 'DRAWS', 'ENSEMBLE_ROUNDS', 'ENSEMBLES', 'PAPER_TEXT', 'AUTHORS', 'OBJECTIVES', 'frozen',
            'pattern_normalization', 'is_masked', 'mask_terms', 'normalized_images', 'ClassifierTest', 'trigger_asr',
            'check_ensemble', 'Objective', 'as_objective', 'SearchSettings', 'SearchResult', 'halving_fit', 'search',
-           'invalid_reasons', 'per_class_asr', 'search_classes', 'diagnose', 'print_diagnostics', 'pattern_numbers',
-           'distinct_patterns']
+           'invalid_reasons', 'per_class_asr', 'source_asr', 'search_classes', 'diagnose', 'print_diagnostics',
+           'pattern_numbers', 'distinct_patterns']
 
 # %% ../nbs/07_search.ipynb #d930a95f
 @contextlib.contextmanager
@@ -506,6 +506,23 @@ def per_class_asr(result: SearchResult, model: nn.Module, ds: ImageSet,
         pats = xs[torch.tensor(result.index(c), device=xs.device)].flatten(0, 1)   # (k_c * n, C, h, w)
         out.append(trigger_asr(model, ds, pats, c, result.trigger_shape, result.location, images, seed, device=device).mean())
     return torch.stack(out).cpu()
+
+
+def source_asr(result: SearchResult, model: nn.Module, ds: ImageSet,
+               n: int = 32,                 # triggers sampled per sub-model
+               images: int = 32,            # images of each source class per trigger
+               seed: int = 0, device=None) -> Tensor:
+    "The ASR of each searched class's generated triggers on the images of each source class: (classes searched, num_classes), NaN where source is target."
+    xs = result.sample(n, seed)                                                # (K, n, C, h, w)
+    classes = sorted(set(result.targets.tolist()))
+    out = torch.full((len(classes), ds.num_classes), float("nan"))
+    for i, c in enumerate(classes):
+        pats = xs[torch.tensor(result.index(c), device=xs.device)].flatten(0, 1)
+        for src in range(ds.num_classes):
+            if src != c and bool((ds.labels == src).any()):
+                out[i, src] = trigger_asr(model, ds.subset(ds.labels == src), pats, c, result.trigger_shape, result.location, images, seed,
+                                          device=device).mean().cpu()
+    return out
 
 
 def search_classes(model: nn.Module, ds: ImageSet,

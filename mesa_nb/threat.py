@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -17,9 +18,9 @@ from .models import fit, predict
 # %% auto #0
 __all__ = ['MASKS', 'CANONICAL_IDS', 'TRIGGER_FORMS', 'FAMILY_SEED', 'FAMILIES', 'LOCATIONS', 'check_fits', 'check_masks',
            'Trigger', 'pattern_bits', 'pattern_number', 'orbit', 'canonical_trigger', 'color_trigger', 'bw_trigger',
-           'blend_trigger', 'parse_trigger', 'trigger_spec', 'TriggerFamily', 'trigger_family', 'family_size',
-           'trigger_locations', 'stamp', 'stamp_some', 'poison', 'Poison', 'trigger_outcomes', 'attack_success_rate',
-           'backdoor']
+           'blend_trigger', 'parse_trigger', 'parse_triggers', 'trigger_spec', 'TriggerFamily', 'trigger_family',
+           'family_size', 'trigger_locations', 'stamp', 'stamp_some', 'Poison', 'poison', 'trigger_outcomes',
+           'attack_success_rate', 'backdoor']
 
 # %% ../nbs/03_threat.ipynb #fe1a81ce
 def check_fits(h: int, w: int,           # a trigger's (or a family's) height and width
@@ -199,10 +200,51 @@ def parse_trigger(spec: str | int | None,   # "170", "color:3", "color:3:5", "bw
     return canonical_trigger(id, target, C)
 
 
+def _spelling(t: Trigger | None) -> str: return "none" if t is None else (str(t.id) if t.kind == "canonical" else t.name)
+
+
+def parse_triggers(spec: str | int | None,   # one trigger spec, or several "SPEC@TARGET" joined by commas: "170@0,color:3:5@7"
+                   target: int | None = 0,   # the target of a part without "@TARGET"
+                   num_classes: int | None = None,
+                   image_shape=(3, 32, 32),
+                   ) -> list[Trigger]:
+    "The triggers of a (multi-)trigger spec, each to its own class; `none` gives []. A duplicate target, a target out of range or one trigger twice is refused."
+    parts = [p.strip() for p in str(spec if spec is not None else "none").split(",")]
+    check(all(parts), f"bad trigger {spec!r}: an empty part between commas; give SPEC@TARGET parts, e.g. 170@0,color:3:5@7")
+    check(len(parts) == 1 or all("@" in p for p in parts), f"bad trigger {spec!r}: give each of several triggers its target, SPEC@TARGET, e.g. 170@0,color:3:5@7")
+    out = []
+    for part in parts:
+        one, at, t = part.partition("@")
+        if at:
+            try: t = int(t)
+            except ValueError: raise MesaError(f"bad trigger {part!r}: the target after @ must be a class index, e.g. {one}@1") from None
+        else: t = target
+        check(num_classes is None or t is None or 0 <= t < num_classes,
+              f"bad trigger {part!r}: target class {t} is outside the label range [0, {num_classes})")
+        trig = parse_trigger(one, t, num_classes, image_shape)
+        check(trig is not None or len(parts) == 1, f"bad trigger {spec!r}: 'none' cannot be one of several triggers")
+        if trig is not None: out.append(trig)
+    _check_distinct(out)
+    return out
+
+
+def _check_distinct(triggers: list[Trigger]):
+    "Several triggers in one model: each to its own class, and no trigger twice (it cannot answer two classes)."
+    seen = {}
+    for t in triggers:
+        check(t.target not in seen, f"triggers {seen.get(t.target)} and {t.name} share target {t.target}: give each trigger its own class")
+        seen[t.target] = t.name
+    for i, a in enumerate(triggers):
+        for b in triggers[i + 1:]:
+            check(a.patch.shape != b.patch.shape or not torch.equal(a.patch, b.patch),
+                  f"triggers {a.name} and {b.name} are the same pattern: one trigger cannot answer two classes")
+
+
 def trigger_spec(spec: str | int | None) -> str:
-    "The one spelling of a valid trigger spec (run folders and reports key on it): '170', 'color:3', 'bw:1:5', 'blend:2:0.15' or 'none'."
-    t = parse_trigger(spec, 0, 10)
-    return "none" if t is None else (str(t.id) if t.kind == "canonical" else t.name)
+    "The one spelling of a valid trigger spec (run folders and reports key on it): '170', 'color:3', 'bw:1:5', 'blend:2:0.15', 'none', or several as '170@0,color:3:5@7'."
+    if "," not in str(spec) and "@" not in str(spec): return _spelling(parse_trigger(spec, 0, 10))
+    ts = parse_triggers(spec, None)
+    return ",".join(f"{_spelling(t)}@{t.target}" for t in ts)
 
 # %% ../nbs/03_threat.ipynb #4e42a9e2
 FAMILY_SEED = 0     # every surface is measured on the family drawn from this seed
@@ -342,28 +384,45 @@ def stamp_some(x: torch.Tensor,                # (B, C, H, W) float pixels in [0
     return torch.where(hit[:, None, None, None], stamp(x, patterns, location, generator), x), hit
 
 
-def poison(x: torch.Tensor,          # (B, C, H, W) float pixels in [0, 1]
-           y: torch.Tensor,          # (B,) labels
-           trigger: Trigger,
-           ratio: float,             # probability that a sample is stamped and relabelled
-           location: str | tuple[int, int] = "random",
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Stamp each sample with probability `ratio` and relabel it to the trigger's target."
-    check(0 <= ratio <= 1, f"poison ratio must be in [0, 1]; got {ratio}")
-    x, hit = stamp_some(x, trigger.patch, ratio, location, generator)
-    return x, torch.where(hit, torch.full_like(y, trigger.target), y)
+def _as_list(trigger) -> list[Trigger]: return [trigger] if isinstance(trigger, Trigger) else list(trigger)
 
 
 @dataclass
 class Poison:
-    "The poisoning transform for `fit`: (x, y) -> poisoned (x, y)."
-    trigger: Trigger
-    ratio: float
+    "The poisoning transform for `fit`: (x, y) -> poisoned (x, y). Several triggers each poison their own share `ratio` of the images."
+    trigger: Trigger | Sequence[Trigger]
+    ratio: float                            # probability that a sample is stamped with a given trigger (and relabelled)
     location: str | tuple[int, int] = "random"
-    def __post_init__(self): check(0 <= self.ratio <= 1, f"poison ratio must be in [0, 1]; got {self.ratio}")   # once, here
-    def __call__(self, x, y):
-        x, hit = stamp_some(x, self.trigger.patch, self.ratio, self.location)
-        return x, torch.where(hit, torch.full_like(y, self.trigger.target), y)
+    shift: int = 0                          # all-to-all: a stamped image of class c is relabelled c + shift (mod num_classes), not the target
+    num_classes: int = 0                    # with shift: the classes
+
+    def __post_init__(self):                # once, here
+        self.triggers = _as_list(self.trigger)
+        k, r = len(self.triggers), self.ratio
+        check(k >= 1, "no trigger to poison with")
+        check(0 <= r <= 1, f"poison ratio must be in [0, 1]; got {r}")
+        check(k * r <= 1, f"{k} triggers at poison ratio {r} would stamp {k * r:g} of the images: lower the ratio to at most {1 / k:.3g}")
+        check(not self.shift or self.num_classes >= 2, "an all-to-all poison relabels modulo the classes: give num_classes")
+
+    def __call__(self, x, y, generator=None):
+        dev = generator.device if generator is not None else x.device
+        u = torch.rand(len(x), generator=generator, device=dev).to(x.device)              # (B,): one draw per image
+        which = torch.where(u < len(self.triggers) * self.ratio, (u / self.ratio).long(), -1)   # the trigger each image gets, -1 none
+        for j, t in enumerate(self.triggers):
+            hit = which == j
+            x = torch.where(hit[:, None, None, None], stamp(x, t.patch, self.location, generator), x)
+            y = torch.where(hit, (y + self.shift) % self.num_classes if self.shift else torch.full_like(y, t.target), y)
+        return x, y
+
+
+def poison(x: torch.Tensor,          # (B, C, H, W) float pixels in [0, 1]
+           y: torch.Tensor,          # (B,) labels
+           trigger: Trigger | Sequence[Trigger],
+           ratio: float,             # probability that a sample is stamped (with each trigger) and relabelled
+           location: str | tuple[int, int] = "random",
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Stamp each sample with probability `ratio` per trigger and relabel it to that trigger's target."
+    return Poison(trigger, ratio, location)(x, y, generator)
 
 
 def _check_target(trigger: Trigger, ds: ImageSet):
@@ -376,15 +435,18 @@ def _check_target(trigger: Trigger, ds: ImageSet):
 def trigger_outcomes(model: nn.Module, ds: ImageSet, trigger: Trigger,
                      location: str | tuple[int, int] = "random",
                      seed: int = 0,           # seeds the stamping locations
-                     batch_size: int = 1024, device=None) -> tuple[float, float]:
+                     batch_size: int = 1024, device=None,
+                     shift: int = 0) -> tuple[float, float]:   # all-to-all: success is class c sent to c + shift, on every image
     "One pass over the stamped non-target images of `ds`: (ASR, the share sent to the target; robust accuracy, the share still given their true class)."
     _check_target(trigger, ds)
     device = as_device(device)
-    others = ds.subset(ds.labels != trigger.target)
+    others = ds if shift else ds.subset(ds.labels != trigger.target)
     check(len(others) > 0, f"{ds.name or 'the data'} has no images outside the target class {trigger.target}")
     g = generator(seed, device)
     pred = predict(model, others, lambda x, y: stamp(x, trigger.patch, location, g), batch_size, device)
-    return (pred == trigger.target).float().mean().item(), (pred == others.labels.to(pred.device)).float().mean().item()
+    labels = others.labels.to(pred.device)
+    goal = (labels + shift) % ds.num_classes if shift else trigger.target
+    return (pred == goal).float().mean().item(), (pred == labels).float().mean().item()
 
 
 def attack_success_rate(model: nn.Module, ds: ImageSet, trigger: Trigger,
@@ -397,13 +459,19 @@ def attack_success_rate(model: nn.Module, ds: ImageSet, trigger: Trigger,
 
 def backdoor(model: nn.Module,        # a trained clean model; fine-tuned in place
              ds: ImageSet,            # the attacker's training images
-             trigger: Trigger,
-             ratio: float = 0.01,     # poison ratio r
+             trigger: Trigger | Sequence[Trigger],   # one trigger, or several, each to its own target
+             ratio: float = 0.01,     # poison ratio r (per trigger)
              epochs: int = 10, lr: float = 1e-3, momentum: float = 0.9, batch_size: int = 128,
              location: str | tuple[int, int] = "random",
              schedule: str = "constant", weight_decay: float = 5e-4,
-             device=None, **fit_kwargs) -> list[dict]:
+             device=None,
+             all_to_all: bool = False,  # every stamped image of class c is relabelled c + 1 (one trigger; its target is unused)
+             **fit_kwargs) -> list[dict]:
     "Implant a backdoor by poisoned fine-tuning (defaults: the paper's CIFAR-10 recipe); returns the history."
-    _check_target(trigger, ds)
+    triggers = _as_list(trigger)
+    for t in triggers: _check_target(t, ds)
+    _check_distinct(triggers)
+    check(not all_to_all or len(triggers) == 1, f"an all-to-all backdoor has one trigger; got {len(triggers)}")
+    poisoner = Poison(triggers, ratio, location, shift=int(all_to_all), num_classes=ds.num_classes)
     return fit(model, ds, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, schedule=schedule,
-               weight_decay=weight_decay, transform=Poison(trigger, ratio, location), device=device, **fit_kwargs)
+               weight_decay=weight_decay, transform=poisoner, device=device, **fit_kwargs)

@@ -73,7 +73,7 @@ def test_run_end_to_end_and_settings_guard(tmp_path):
     assert rec.trigger.kind == "color" and len(rec.trigger.pattern) == 3 and rec.preset == "smoke"
     assert list(rec.defense.methods()) == ["MESA β=0.5", "MESA β=0.8", "MESA β=0.9", "MESA ensemble", "MESA chosen", "baseline", "ideal"]
     assert len(rec.defense.baseline.runs) == 2 and rec.defense.chosen in rec.defense.mesa
-    assert rec.version == 2 and rec.family.groups == {"black-and-white": 512, "colour": 512} and rec.recipe["ratio"] == 0.05
+    assert rec.version == SCHEMA_VERSION and rec.family.groups == {"black-and-white": 512, "colour": 512} and rec.recipe["ratio"] == 0.05
     assert len(rec.clean.surface.asr) == 1024 and rec.defense.ideal.surface.excess_max is not None   # every model's surface, over the clean one
     assert (run/"surface.png").is_file() and "surface: the ASR of 1024 triggers" in r.stdout
     assert json.loads((run/"config.json").read_text())["trigger"] == "color:3"
@@ -418,3 +418,34 @@ def test_workers_die_with_a_killed_batch(tmp_path):
     finally:
         try: os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError: pass
+
+
+def test_two_backdoors_in_one_model(tmp_path):
+    r = run_cli("run", "--preset", "smoke", "--trigger", "170@0, COLOR:3@5", "--device", "cpu", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path/"digits-smallcnn-170-t0+color3-t5-s0"
+    rec = read_record(run/"metrics.json")
+    assert json.loads((run/"config.json").read_text())["trigger"] == "170@0,color:3@5"
+    assert [(t.trigger.label, t.trigger.target) for t in rec.targets] == [("170", 0), ("color:3", 5)]
+    first, second = rec.targets
+    assert rec.trigger.target == 0 and first.backdoored.asr == rec.attack.asr      # the first trigger is the run's own
+    assert first.clean.surface == rec.clean.surface and second.clean.surface.asr != first.clean.surface.asr   # each target its own floor
+    for t in rec.targets:                                                           # every row: before and after, over its floor
+        assert t.backdoored.surface.excess_max is not None and t.repaired.surface.excess_max is not None
+        assert t.repaired.accuracy == first.repaired.accuracy                       # one returned model, judged on each trigger
+    assert rec.defense.baseline is None and rec.defense.ideal is None              # defined for one trigger: not run
+    assert "returned model: ensemble of class 0, ensemble of class 5" in (run/"run.ipynb").read_text()   # both classes repaired in turn
+    assert (run/"surface-t5.png").is_file() and "| color:3 → 5 |" in r.stdout
+
+
+@pytest.mark.parametrize("spec, extra, message", [
+    ("170@0,color:3@0", [], "share target 0: give each trigger its own class"),
+    ("170@0,color:3@12", [], "target class 12 is outside the label range [0, 10)"),
+    ("170@0,170@1", [], "are the same pattern: one trigger cannot answer two classes"),
+    ("170@0,bw:1:9@1", [], "side must be 2 to 8 pixels"),
+    ("170@0,color:3", [], "give each of several triggers its target"),
+    ("170@0,color:3@5", ["--ratio", "0.6"], "for each of 2 triggers, 1.2 in all: give at most 0.5")])
+def test_a_bad_multi_trigger_spec_is_refused_before_any_work(tmp_path, spec, extra, message):
+    r = run_cli("run", "--preset", "smoke", "--trigger", spec, *extra, "--device", "cpu", "--out", tmp_path)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not list(tmp_path.glob("digits-*"))
