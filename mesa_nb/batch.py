@@ -154,11 +154,12 @@ def zoo_plan(base: RunConfig, clean: int = 20, backdoored: int = 20, seed: int =
     g = torch.Generator().manual_seed(seed)
     draw = lambda n: int(torch.randint(n, (1,), generator=g))
     det = dict(mask=True, removal=False, neural_cleanse=True)
-    out = [replace(base, trigger="none", target=0, seed=k, **det) for k in range(clean)]
+    first = 1000 * seed                                       # the zoo's model seeds: its own, none shared with another zoo's
+    out = [replace(base, trigger="none", target=0, seed=first + k, **det) for k in range(clean)]
     for i in range(backdoored):
         s, side = 1000 * seed + i, sides[i // 4 % len(sides)]
         spec = [str(CANONICAL_IDS[draw(len(CANONICAL_IDS))]), f"bw:{s}:{side}", f"color:{s}:{side}", f"blend:{s}:{(0.1, 0.15, 0.2)[i // 4 % 3]}"][i % 4]
-        out.append(replace(base, trigger=spec, target=draw(CLASSES[base.dataset]), seed=i % clean, **det))
+        out.append(replace(base, trigger=spec, target=draw(CLASSES[base.dataset]), seed=first + i % clean, **det))
     return out
 
 # %% ../nbs/13_batch.ipynb #075df64a

@@ -34,10 +34,10 @@ from .threat import CANONICAL_IDS, LOCATIONS
 from .viz import plot_detection, plot_surface_shift, plot_trigger_grid, save_figures
 
 # %% auto #0
-__all__ = ['FORWARD_IMAGES', 'MIN_PER_CLASS', 'RUN_SKIP', 'DEFEND_SKIP', 'DEFEND_SETTINGS', 'DEMO_THREADS', 'ZOO_MAX', 'COMMANDS',
-           'ALLOCATOR', 'DISK_FULL', 'DEFENSE_FILES', 'RESUMABLE', 'load_user_model', 'load_images', 'check_model',
-           'check_per_class', 'defender_images', 'add_options', 'given', 'trigger_size', 'check_zoo', 'parser',
-           'keep_freed_memory', 'disk_full', 'disk_full_line', 'main']
+__all__ = ['FORWARD_IMAGES', 'MIN_PER_CLASS', 'RUN_SKIP', 'DEFEND_SKIP', 'DEFEND_SETTINGS', 'DEMO_THREADS', 'ZOO_MAX',
+           'ZOO_SEEDS', 'COMMANDS', 'ALLOCATOR', 'DISK_FULL', 'DEFENSE_FILES', 'RESUMABLE', 'load_user_model',
+           'load_images', 'check_model', 'check_per_class', 'defender_images', 'add_options', 'given', 'trigger_size',
+           'check_zoo', 'parser', 'keep_freed_memory', 'disk_full', 'disk_full_line', 'main']
 
 # %% ../nbs/14_cli.ipynb #86c79beb
 def _working_folder_on_path():
@@ -212,14 +212,15 @@ def trigger_size(v: str) -> int | str:
     except ValueError: raise argparse.ArgumentTypeError(f"{v!r} is not a trigger size: give a side in pixels (e.g. 3) or 'unknown'") from None
 DEMO_THREADS = "2"   # CPU threads of the demo's run: floating-point sums, and so the last digits, depend on the count
 
-ZOO_MAX = 1000        # models of each kind in one zoo: backdoored model i draws trigger seed 1000 * zoo_seed + i, so more would reuse another zoo's
+ZOO_MAX = 1000        # models of each kind in one zoo: zoo s seeds its models and triggers 1000 * s + i, so more would reuse another zoo's
+ZOO_SEEDS = 2**32 // ZOO_MAX   # zoo seeds: every model seed 1000 * s + i stays below 2**32
 
 
 def check_zoo(clean: int, backdoored: int, zoo_seed: int):
     "`zoo`'s counts and seed, checked before anything is planned."
     for flag, n in (("--clean", clean), ("--backdoored", backdoored)):
         check(1 <= n <= ZOO_MAX, f"{flag} must be an integer from 1 to {ZOO_MAX}; got {n}")
-    check(0 <= zoo_seed < 2**32, f"--zoo-seed must be an integer in [0, 2**32); got {zoo_seed}")
+    check(0 <= zoo_seed < ZOO_SEEDS, f"--zoo-seed must be an integer in [0, {ZOO_SEEDS}) (its models are seeded 1000 × zoo seed + i); got {zoo_seed}")
 
 
 COMMANDS = {"demo": "the main job: the whole pipeline for trigger 170 on the bundled digits",
@@ -248,7 +249,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per trigger per seed (default: 0)")
     z.add_argument("--clean", type=int, default=20, help="clean models, seeds 0, 1, ... (default: 20)")
     z.add_argument("--backdoored", type=int, default=20, help="backdoored models of mixed trigger kinds (default: 20)")
-    z.add_argument("--zoo-seed", type=int, default=0, help="seeds the draw of triggers and targets (default: 0)")
+    z.add_argument("--zoo-seed", type=int, default=0, help="seeds the draw of triggers and targets, and the models: 1000 × zoo seed + i (default: 0)")
     for c in (b, z):
         c.add_argument("--workers", type=int, default=1, help="runs at a time (default: 1)")
         c.add_argument("--engine", default="local", help="local processes, or Dask (needs the dask extra) (default: local)")

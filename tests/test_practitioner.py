@@ -192,8 +192,8 @@ def test_a_whole_model_as_weights_is_refused_in_one_clean_line(tmp_path, make):
 # --- 6. zoo settings checked first ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, message", [
-    (["--zoo-seed", "99999999999999999999"], "--zoo-seed must be an integer in [0, 2**32); got 99999999999999999999"),
-    (["--zoo-seed", "-1"], "--zoo-seed must be an integer in [0, 2**32); got -1"),
+    (["--zoo-seed", "99999999999999999999"], "--zoo-seed must be an integer in [0, 4294967) (its models are seeded 1000 × zoo seed + i); got 99999999999999999999"),
+    (["--zoo-seed", "-1"], "--zoo-seed must be an integer in [0, 4294967) (its models are seeded 1000 × zoo seed + i); got -1"),
     (["--clean", "200000"], f"--clean must be an integer from 1 to {ZOO_MAX}; got 200000"),
     (["--backdoored", "0"], f"--backdoored must be an integer from 1 to {ZOO_MAX}; got 0"),
 ])
