@@ -6,10 +6,18 @@ r = 0.1 for 15 epochs, leaves an all-to-all ASR near 13 %). For the clean and th
 as a run does (every class at beta 0.8, `--steps` steps, known size 3x3) and prints each class's score, the verdict of
 the threshold rule and of the p-value rule, and the ASR of each class's generated triggers per source class
 (`search.source_asr`): the largest source of each row and which class it is.
+
+With `--clean-zoo DIR --triggers ...` it also tries a parameter-free check on the source table instead: are the top
+sources of the K rows all different (a permutation, as an all-to-all backdoor makes them)? Under top sources drawn at
+random it happens with probability D_K / (K-1)^K (D_K: derangements; 3.8e-4 for K = 10). It prints how many of the
+zoo's cached clean models and how many all-to-all models (one per trigger of `--triggers`) it flags.
 Run: python scripts/all_to_all.py [--ratio 0.3] [--epochs 40] [--steps 100] [--seed 0]
+     python scripts/all_to_all.py --clean-zoo outputs/zoo-digits-s0 --triggers 170 color:3 bw:1 0
 """
 import argparse
+import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -17,9 +25,34 @@ from mesa_nb.cli import keep_freed_memory
 from mesa_nb.core import seed_everything
 from mesa_nb.data import defender_split, load_digits
 from mesa_nb.defense import DetectSettings, detect, flag
-from mesa_nb.models import accuracy, build_model, fit
+from mesa_nb.models import accuracy, build_model, fit, load_model
 from mesa_nb.search import SearchSettings, source_asr
-from mesa_nb.threat import backdoor, canonical_trigger, trigger_outcomes
+from mesa_nb.threat import backdoor, canonical_trigger, parse_trigger, trigger_outcomes
+
+
+def distinct_top_sources(model, pool, mesa, steps, seed):
+    "Detection as a run does it (known size 3x3), then whether the top source of every row of the source table is a different class."
+    det, res = detect(model, pool, 3, mesa, DetectSettings(detect_steps=steps), seed=seed, device="cpu")
+    where = source_asr(res, model, pool, n=32, images=64, seed=seed).nan_to_num(0).argmax(1)
+    return len(set(where.tolist())) == len(where), det
+
+
+def permutation_check(a, train, pool, held, mesa):
+    "The parameter-free check on a zoo's cached clean models and on one all-to-all model per trigger."
+    K = 10
+    derangements = round(math.factorial(K) * sum((-1) ** i / math.factorial(i) for i in range(K + 1)))
+    print(f"null: all {K} top sources different with probability {derangements / (K - 1) ** K:.1e} when drawn at random")
+    clean = sorted(Path(a.clean_zoo).glob("clean-*.safetensors"))
+    hits = [distinct_top_sources(load_model(p, "cpu"), pool, mesa, a.steps, a.seed)[0] for p in clean]
+    print(f"clean models of {a.clean_zoo}: {sum(hits)} of {len(hits)} flagged")
+    base = load_model(clean[0], "cpu")
+    for spec in a.triggers:
+        t = parse_trigger(spec, 0, 10, (3, 16, 16))
+        m = build_model("smallcnn"); m.load_state_dict(base.state_dict())
+        backdoor(m, train, t, ratio=a.ratio, epochs=a.epochs, lr=0.05, schedule="onecycle", device="cpu", all_to_all=True)
+        asr = trigger_outcomes(m, held, t, device="cpu", shift=1)[0]
+        hit, det = distinct_top_sources(m, pool, mesa, a.steps, a.seed)
+        print(f"all-to-all {t.name}: c -> c + 1 on {asr:.1%} of held-out images; {det.verdict()}; permutation check: {'flagged' if hit else 'not flagged'}")
 
 
 def main():
@@ -28,17 +61,20 @@ def main():
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--steps", type=int, default=100, help="detection search steps (the quick preset's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clean-zoo", default=None, help="a zoo folder whose cached clean models the permutation check is tried on")
+    ap.add_argument("--triggers", nargs="*", default=["170"], help="with --clean-zoo: one all-to-all model per trigger")
     a = ap.parse_args()
     keep_freed_memory()
     seed_everything(a.seed)
     train, test = load_digits("train"), load_digits("test")
     pool, held = defender_split(test, seed=a.seed)
+    mesa = SearchSettings(search_batch=32, check_triggers=32, check_images=64)
+    if a.clean_zoo: return permutation_check(a, train, pool, held, mesa)
     clean = build_model("smallcnn")
     fit(clean, train, epochs=15, lr=0.05, device="cpu")
     attacked, t = build_model("smallcnn"), canonical_trigger(170)
     attacked.load_state_dict(clean.state_dict())
     backdoor(attacked, train, t, ratio=a.ratio, epochs=a.epochs, lr=0.05, schedule="onecycle", device="cpu", all_to_all=True)
-    mesa = SearchSettings(search_batch=32, check_triggers=32, check_images=64)
     for name, m in (("clean", clean), ("all-to-all", attacked)):
         asr, ra = trigger_outcomes(m, held, t, device="cpu", shift=1)
         t0 = time.perf_counter()
