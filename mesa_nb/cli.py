@@ -195,8 +195,10 @@ def add_options(p: argparse.ArgumentParser,
 
 
 def given(args, source, skip=(), prefix: str = "") -> dict:
-    "The options of `source` that were given on the command line, by parameter name."
-    return {n: v for n in docments(source) if n not in skip and (v := getattr(args, prefix + n, None)) is not None}
+    "The options of `source` that were given on the command line, by parameter name (a `--threshold` or `--margin` without `--rule` asks for the threshold rule)."
+    out = {n: v for n in docments(source) if n not in skip and (v := getattr(args, prefix + n, None)) is not None}
+    if "rule" in docments(source) and "rule" not in out and {"threshold", "margin"} & out.keys(): out["rule"] = "threshold"
+    return out
 
 
 RUN_SKIP = ("preset",)                                                     # set by --preset

@@ -19,19 +19,19 @@ from torch import Tensor
 from .core import JsonRecord, NonFiniteError, as_device, check, check_settings, count, environment, finite, generator
 from .data import ImageSet, Split, as_image_set, batches, defender_split, normalize, to_float
 from .search import (AREA, ENSEMBLES, Objective, SearchResult, SearchSettings, as_objective, check_ensemble, frozen, pattern_numbers, per_class_asr, search, search_classes,
-                            trigger_asr)
+                            source_asr, trigger_asr)
 from .mine import knn_entropy
 from .models import accuracy, fit, forward
 from .threat import MASKS, Trigger, TriggerFamily, attack_success_rate, check_fits, stamp, stamp_some, trigger_family, trigger_outcomes
 
 # %% auto #0
-__all__ = ['MASK_MARGIN', 'SIGNIFICANCE', 'FLAG_RULES', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET', 'flag_classes',
-           'class_pvalues', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface',
-           'Evaluation', 'Repaired', 'Candidate', 'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger',
-           'retrained', 'ideal_defense', 'baseline_defense', 'RemovalTask', 'Removal', 'finetune', 'run_removal',
-           'anomaly_index', 'NCDetection', 'neural_cleanse', 'DefenseReport', 'choose_repair', 'surface_noise',
-           'DetectSettings', 'RepairSettings', 'trigger_shape_of', 'detect', 'flag', 'Repairs', 'repair', 'defend',
-           'Coverage', 'coverage']
+__all__ = ['MASK_MARGIN', 'SIGNIFICANCE', 'MAJORITY', 'FLAG_RULES', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET',
+           'flag_classes', 'class_pvalues', 'permutation_pvalue', 'all_to_all_check', 'fixed_sampler', 'bank_sampler',
+           'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun',
+           'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'retrained', 'ideal_defense', 'baseline_defense',
+           'RemovalTask', 'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse',
+           'DefenseReport', 'choose_repair', 'surface_noise', 'DetectSettings', 'RepairSettings', 'trigger_shape_of',
+           'detect', 'flag', 'Repairs', 'repair', 'defend', 'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -53,8 +53,9 @@ def flag_classes(per_class_asr,               # mean ASR of generated triggers, 
     return [int(c) for c in out.nonzero().flatten()]
 
 # %% ../nbs/08_defense.ipynb #bac13558
-SIGNIFICANCE = 0.05   # with the p-value rule, flag a class whose p-value (`class_pvalues`) is below this
-FLAG_RULES = ("threshold", "pvalue")
+SIGNIFICANCE = 0.15   # the p-value rule flags a class whose p-value (`class_pvalues`) is below this: chosen on the digits calibration zoo
+MAJORITY = 0.5        # and whose triggers' mean ASR is above this: they move most images to the class
+FLAG_RULES = ("pvalue", "threshold")
 
 
 def _tail(x: float, ref: Tensor, K: int) -> float | None:
@@ -69,24 +70,42 @@ def _tail(x: float, ref: Tensor, K: int) -> float | None:
 
 
 def class_pvalues(per_class_asr,               # mean ASR of generated triggers, one per class: (K,)
-                  significance: float = SIGNIFICANCE,   # flag the highest class while its p-value is below this
-                  most: int | None = None,     # at most this many attacked classes (default: half the classes)
+                  significance: float = SIGNIFICANCE,   # flag a class whose p-value is below this (and whose mean ASR is above `MAJORITY`)
+                  most: int | None = None,     # at most this many attacked classes, the lowest p-values first (default: half the classes)
+                  per_class_area: list[float] | None = None,   # masks: each class's triggers' mean opacity (None: a known size, the same for every class)
+                  pixels: int | None = None,   # the image's pixel count: no trigger is smaller than one pixel (1 / pixels of the image)
                   ) -> tuple[list[float | None], list[int]]:
-    "Each class's p-value as an outlier above the other unflagged classes (flagged ones leave the reference in turn), and the flagged classes; None where not computable."
+    "Each class's p-value as an outlier above all the model's other classes in mean ASR per unit of trigger area, and the flagged classes; None where not computable."
     asr = torch.as_tensor(per_class_asr, dtype=torch.float64).reshape(-1)
     check(len(asr) >= 2 and bool(torch.isfinite(asr).all()) and bool(((asr >= 0) & (asr <= 1)).all()),
           f"per_class_asr must hold one ASR in [0, 1] per class; got {asr.tolist()}")
     check(0 < significance < 1, f"significance must be in (0, 1); got {significance}")
-    K, z = len(asr), asr.sqrt().asin()                # binomial proportions on the scale where their noise is even
-    most = K // 2 if most is None else int(most)
-    flagged, p = [], [None] * K
-    while True:
-        rest = [c for c in range(K) if c not in flagged]
-        for c in rest: p[c] = _tail(float(z[c]), z[[k for k in rest if k != c]], len(rest))   # each against the other unflagged classes
-        top = max(rest, key=lambda c: float(z[c]))
-        if len(flagged) >= most or p[top] is None or p[top] >= significance: break
-        flagged.append(top)
-    return p, flagged
+    K, z = len(asr), asr
+    if per_class_area is not None:
+        area = torch.as_tensor(per_class_area, dtype=torch.float64).reshape(-1)
+        check(len(area) == K and bool(((area >= 0) & (area <= 1)).all()), f"per_class_area must hold one mean opacity in [0, 1] per class ({K}); got {area.tolist()}")
+        z = asr / area.clamp_min(1 / pixels if pixels else 1e-6)     # success per unit of area: what the mask search trades
+    p = [_tail(float(z[c]), z[[k for k in range(K) if k != c]], K) for c in range(K)]
+    hits = [c for c in range(K) if p[c] is not None and p[c] < significance and asr[c] > MAJORITY]
+    return p, sorted(sorted(hits, key=lambda c: p[c])[:K // 2 if most is None else int(most)])
+
+# %% ../nbs/08_defense.ipynb #d889e8ea
+def permutation_pvalue(K: int) -> float:
+    "The chance that K rows' top sources, each drawn at random among the other K − 1 classes, are all different: D_K / (K − 1)^K."
+    check(K >= 3, f"the all-to-all check needs at least 3 classes; got {K}")
+    derangements = round(math.factorial(K) * sum((-1) ** i / math.factorial(i) for i in range(K + 1)))
+    return derangements / (K - 1) ** K
+
+
+def all_to_all_check(result: SearchResult,    # the detection search: every class
+                     model: nn.Module, ds: ImageSet,
+                     triggers: int = 32,      # generated triggers per class
+                     images: int = 64,        # images of each source class per trigger
+                     seed: int = 0, device=None) -> tuple[list[int], bool]:
+    "Each searched class's top source class (the class whose images its triggers move most), and whether they are all different (a permutation)."
+    table = source_asr(result, model, ds, n=triggers, images=images, seed=seed, device=device)   # (K, K), NaN on the diagonal
+    top = table.nan_to_num(-1.0).argmax(1).tolist()
+    return top, len(set(top)) == len(top) == ds.num_classes
 
 # %% ../nbs/08_defense.ipynb #8ae30fb5
 Sampler = Callable[[int], torch.Tensor]  # n -> (n, C, h, w) trigger patterns in [0, 1]
@@ -279,9 +298,11 @@ class Detection(JsonRecord):
     per_class_area: list[float] | None = None   # mask searches: the mean opacity of each class's generated triggers (share of the image)
     margin: float = 0.0           # the lead over every other class a flagged class needed (`flag_classes`)
     rule: str = "threshold"       # what flagged: 'pvalue' (`class_pvalues`, no threshold) or 'threshold' (with the margin)
-    p_values: list[float | None] | None = None   # each class's p-value as an outlier above the classes ranked below it (None: not computable)
+    p_values: list[float | None] | None = None   # each class's p-value as an outlier above the model's other classes (None: not computable)
     significance: float | None = None   # the p-value rule's significance
     note: str | None = None       # why the p-value rule fell back to the threshold, when it did
+    sources: list[int] | None = None   # with the all-to-all check: each class's top source class (`all_to_all_check`)
+    all_to_all: bool = False      # the top sources formed a permutation: every class flagged as one all-to-all backdoor
 
     def validate(self, need):
         n = len(self.per_class_asr)
@@ -295,12 +316,18 @@ class Detection(JsonRecord):
         need(self.target is None or 0 <= self.target < n, "target", f"must be a class in [0, {n}); got {self.target}")
         need(self.per_class_area is None or (len(self.per_class_area) == n and all(0 <= a <= 1 for a in self.per_class_area)),
              "per_class_area", f"must be one mean opacity in [0, 1] per class ({n}); got {self.per_class_area}")
+        need(self.sources is None or (len(self.sources) == n and all(0 <= c < n for c in self.sources)), "sources",
+             f"must be one source class in [0, {n}) per class ({n}); got {self.sources}")
+        need(not self.all_to_all or self.sources is not None, "all_to_all", "needs the sources it was read from")
 
     def verdict(self) -> str:
         "How the classes were flagged, in words: the rule, its setting, the flagged classes' p-values."
         if self.rule == "pvalue":
-            how = f"p-value below {self.significance}" + (" (" + ", ".join(f"class {c}: {self.p_values[c]:.1g}" for c in self.flagged) + ")" if self.flagged else "")
+            how = f"p-value below {self.significance} and mean ASR above {MAJORITY}" + (" (" + ", ".join(f"class {c}: {self.p_values[c]:.1g}" for c in self.flagged) + ")" if self.flagged else "")
         else: how = f"threshold {self.threshold}" + (f", margin {self.margin}" if self.margin else "") + (f" ({self.note})" if self.note else "")
+        if self.all_to_all: how += (f"; all-to-all check: every class's triggers move most the images of a different class {self.sources} "
+                                    f"(p = {permutation_pvalue(len(self.per_class_asr)):.1g} at random)")
+        elif self.sources is not None: how += "; all-to-all check: the classes share top sources"
         return how + ": flagged " + (str(self.flagged) if self.flagged else "nothing")
 
 
@@ -519,7 +546,7 @@ class DefenseReport(JsonRecord):
         d = self.detection
         lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d.per_class_asr))]
         if d.per_class_area: lines.append("their mean opacity (share of the image): " + " ".join(f"{c}:{a:.3f}" for c, a in enumerate(d.per_class_area)))
-        if d.p_values: lines.append("p-value of each class as an outlier above the classes below it: "
+        if d.p_values: lines.append("p-value of each class as an outlier above the others: "
                                     + " ".join(f"{c}:{'–' if p is None else f'{p:.2g}'}" for c, p in enumerate(d.p_values)))
         lines.append(d.verdict() + ("" if d.flagged else ": no backdoor detected; model returned unchanged"))
         if self.family is not None and self.mesa: lines.append(f"residual surface: the ASR of {self.family.size} triggers ({self.family.kind}: "
@@ -573,10 +600,11 @@ _RULES = [   # the detection and repair numbers `defend` takes (the search's: `s
 @dataclass(frozen=True)
 class DetectSettings:
     "How `detect` searches every class side by side and flags the attacked ones (Step 1)."
-    rule: str = "threshold"             # 'threshold' (mean ASR above the threshold, with the margin) or 'pvalue' (`class_pvalues`; no threshold to choose)
+    rule: str = "pvalue"                # 'pvalue' (`class_pvalues`: an outlier among the model's classes, no threshold to choose) or 'threshold' (mean ASR above the threshold, with the margin)
     threshold: float = 0.5              # flag a class whose generated triggers exceed this mean ASR
     margin: float | None = None         # and lead every other class by this much (default: 0; MASK_MARGIN with masks)
     significance: float = SIGNIFICANCE  # with rule 'pvalue': flag a class whose p-value as an outlier above the model's other classes is below this
+    check_all_to_all: bool = False      # when the rule flags nothing, test the source table for an all-to-all backdoor (`all_to_all_check`) and flag every class if it holds
     detect_steps: int | None = None     # detection search steps (default: 10 epochs over the search images)
     detect_halving: int = 0             # detection: rungs of successive halving (each stops the worse half of the classes); 0: none
 
@@ -665,7 +693,7 @@ def detect(model: nn.Module,                  # the suspect classifier: normaliz
            seed: int = 0,
            device: str | None = None,
            ) -> tuple[Detection, SearchResult]:
-    "Step 1: every class searched side by side at β = 0.8, flagged by the mean ASR of its generated triggers: (detection, its search)."
+    "Step 1: every class searched side by side at β = 0.8, flagged by the mean ASR of its generated triggers (by `flag`'s rule): (detection, its search)."
     device = as_device(device)
     shape = trigger_shape_of(ds.shape, trigger_size)
     _check_data(ds, mesa)
@@ -673,18 +701,24 @@ def detect(model: nn.Module,                  # the suspect classifier: normaliz
                          trigger_shape=shape, location=location, seed=seed, device=device)
     asr = per_class_asr(det, model, ds, n=mesa.check_triggers, images=mesa.check_images, seed=seed, device=device)
     area = det.sample(mesa.check_triggers, seed)[:, :, -1].mean((1, 2, 3)).tolist() if trigger_size is None else None   # (classes,): one sub-model each
-    return flag(asr, settings, masked=trigger_size is None, per_class_area=area), det
+    found = flag(asr, settings, masked=trigger_size is None, pixels=ds.shape[1] * ds.shape[2], per_class_area=area)
+    if settings.check_all_to_all and not found.flagged and ds.num_classes >= 3:
+        sources, perm = all_to_all_check(det, model, ds, mesa.check_triggers, mesa.check_images, seed, device)
+        hit = perm and permutation_pvalue(ds.num_classes) < settings.significance
+        found = replace(found, sources=sources, all_to_all=hit, flagged=list(range(ds.num_classes)) if hit else found.flagged)
+    return found, det
 
 
 def flag(per_class_asr,                       # mean ASR of generated triggers, one per class
          settings: DetectSettings = DetectSettings(),
          masked: bool = False,                # the size was unknown (masks): the threshold rule's default margin is MASK_MARGIN
+         pixels: int | None = None,           # the images' pixel count (masks: the smallest area a trigger can have is one pixel)
          **extra) -> Detection:               # more fields of the record (per_class_area, target)
-    "The flag rule of `settings` on one model's per-class scores: by threshold and margin (the default) or by p-value; the p-values are recorded either way."
+    "The flag rule of `settings` on one model's per-class scores: by p-value (the default) or by threshold and margin; the p-values are recorded either way."
     asr = torch.as_tensor(per_class_asr, dtype=torch.float64).reshape(-1)
     threshold = float(settings.threshold)
     margin = (MASK_MARGIN if masked else 0.0) if settings.margin is None else float(settings.margin)
-    p, by_p = class_pvalues(asr, settings.significance)
+    p, by_p = class_pvalues(asr, settings.significance, per_class_area=extra.get("per_class_area"), pixels=pixels)
     note, top = None, int(asr.argmax())
     if settings.rule == "pvalue" and p[top] is None:
         note = (f"no p-value: {len(asr) - 1} classes below the top are fewer than 3" if len(asr) < 4 else "no p-value: the other classes' scores are all equal")

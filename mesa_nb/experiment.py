@@ -78,10 +78,11 @@ class RunConfig:
     objective: str = "maxent"        # search objective: "maxent" (k-NN entropy, adapted alpha, 4 images per trigger) or "paper" (MINE, fixed alpha)
     alpha: float = 0.1               # entropy weight (with "maxent": its starting value, then adapted)
     betas: list = field(default_factory=lambda: [0.5, 0.8, 0.9])  # MESA's levels in (0, 1), one sub-model each
-    rule: str = "threshold"          # detection's flag rule: "threshold" (mean ASR, with the margin) or "pvalue" (an outlier among the model's classes)
+    rule: str = "pvalue"             # detection's flag rule: "pvalue" (an outlier among the model's classes) or "threshold" (mean ASR, with the margin)
     threshold: float = 0.5           # detection: flag a class whose triggers' mean ASR is above this
     margin: float | None = None      # detection: and that leads every other class by this much (None: 0, and MASK_MARGIN with masks)
     significance: float = SIGNIFICANCE  # detection with rule "pvalue": flag a class whose p-value is below this
+    check_all_to_all: bool = False   # detection: when nothing is flagged, test the source table for an all-to-all backdoor (flags every class)
     detect_steps: int | None = 20    # detection: search steps per class (None: 10 epochs over the search images)
     search_steps: int | None = 20    # search steps per level for the flagged class (None: 10 epochs)
     search_batch: int = 32           # triggers per sub-model per search step

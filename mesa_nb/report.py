@@ -14,14 +14,15 @@ import numpy as np
 import pandas as pd
 
 from .core import atomic_path, check, check_out_folder, read_json, write_text
-from .defense import MASK_MARGIN, SIGNIFICANCE, class_pvalues, flag_classes
+from .data import IMAGE_SHAPES
+from .defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, class_pvalues, flag_classes
 from .record import RunRecord
 from .viz import plot_after_defense, plot_detection_matrix, plot_roc, plot_surface, save_figures
 
 # %% auto #0
 __all__ = ['PAPER', 'DETECTORS', 'RULES', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'target_table',
-           'summary_table', 'detection_scores', 'flag_rates', 'detection_summary', 'per_trigger', 'markdown',
-           'write_report']
+           'summary_table', 'record_pvalues', 'detection_scores', 'flag_rates', 'detection_summary', 'per_trigger',
+           'markdown', 'write_report']
 
 # %% ../nbs/12_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -257,13 +258,19 @@ def summary_table(records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/12_report.ipynb #ab1a01b5
+def record_pvalues(r: RunRecord) -> tuple[list[float | None], list[int]]:
+    "The default flag rule (`defense.class_pvalues`) on a record's detection scores, its areas with masks: each class's p-value, and the flagged classes."
+    _, H, W = IMAGE_SHAPES.get(r.dataset, (None, 1, 0))
+    return class_pvalues(r.detection.per_class_asr, per_class_area=r.detection.per_class_area, pixels=H * W or None)
+
+
 def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
     "Per model: backdoored or not, the true target, and each detector's score and top class."
     rows = []
     for r in records:
         asr = np.asarray(r.detection.per_class_asr, dtype=float)
         top, second = np.argsort(-asr, kind="stable")[:2]
-        p, by_p = class_pvalues(asr)                     # from the scores alone: the same for records made before the rule
+        p, by_p = record_pvalues(r)                      # from the scores alone: the same for records made before the rule
         masked = r.detection.per_class_area is not None
         row = dict(run=r.path or "", trigger=r.trigger.name if r.trigger else "none", seed=r.seed, backdoored=r.trigger is not None,
                    target=r.target, mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second],
@@ -278,7 +285,7 @@ def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
 
 DETECTORS = {"MESA (top class's mean ASR)": ("mesa_score", "mesa_top"), "MESA (margin over the second class)": ("mesa_margin", "mesa_top"),
              "MESA (−log10 p of the top class)": ("pvalue_score", "mesa_top"), "Neural Cleanse (anomaly index)": ("nc_score", "nc_top")}
-RULES = {f"MESA p-value < {SIGNIFICANCE}": "flagged_pvalue", "MESA mean ASR > 0.5 (lead 0.1 with masks)": "flagged_threshold",
+RULES = {f"MESA p-value < {SIGNIFICANCE} and mean ASR > {MAJORITY} (the default)": "flagged_pvalue", "MESA mean ASR > 0.5 (lead 0.1 with masks)": "flagged_threshold",
          "Neural Cleanse anomaly index > 2": "flagged_nc"}   # flag rules as a defender runs them: no setting read off these models
 
 

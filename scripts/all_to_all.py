@@ -7,15 +7,15 @@ as a run does (every class at beta 0.8, `--steps` steps, known size 3x3) and pri
 the threshold rule and of the p-value rule, and the ASR of each class's generated triggers per source class
 (`search.source_asr`): the largest source of each row and which class it is.
 
-With `--clean-zoo DIR --triggers ...` it also tries a parameter-free check on the source table instead: are the top
-sources of the K rows all different (a permutation, as an all-to-all backdoor makes them)? Under top sources drawn at
-random it happens with probability D_K / (K-1)^K (D_K: derangements; 3.8e-4 for K = 10). It prints how many of the
-zoo's cached clean models and how many all-to-all models (one per trigger of `--triggers`) it flags.
+With `--clean-zoo DIR --triggers ...` it runs the library's all-to-all check instead (`defense.all_to_all_check`,
+`--check-all-to-all`): are the top sources of the K rows all different (a permutation, as an all-to-all backdoor makes
+them)? Under top sources drawn at random it happens with probability D_K / (K-1)^K (D_K: derangements; 3.8e-4 for
+K = 10). It prints how many of the zoo's cached clean models and how many all-to-all models (one per trigger of
+`--triggers`) it flags.
 Run: python scripts/all_to_all.py [--ratio 0.3] [--epochs 40] [--steps 100] [--seed 0]
      python scripts/all_to_all.py --clean-zoo outputs/zoo-digits-s0 --triggers 170 color:3 bw:1 0
 """
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -24,26 +24,22 @@ import torch
 from mesa_nb.cli import keep_freed_memory
 from mesa_nb.core import seed_everything
 from mesa_nb.data import defender_split, load_digits
-from mesa_nb.defense import DetectSettings, detect, flag
+from mesa_nb.defense import DetectSettings, detect, flag, permutation_pvalue
 from mesa_nb.models import accuracy, build_model, fit, load_model
 from mesa_nb.search import SearchSettings, source_asr
 from mesa_nb.threat import backdoor, canonical_trigger, parse_trigger, trigger_outcomes
 
 
-def distinct_top_sources(model, pool, mesa, steps, seed):
-    "Detection as a run does it (known size 3x3), then whether the top source of every row of the source table is a different class."
-    det, res = detect(model, pool, 3, mesa, DetectSettings(detect_steps=steps), seed=seed, device="cpu")
-    where = source_asr(res, model, pool, n=32, images=64, seed=seed).nan_to_num(0).argmax(1)
-    return len(set(where.tolist())) == len(where), det
+def checked(model, pool, mesa, steps, seed):
+    "Detection as a run does it (known size 3x3), with the library's all-to-all check (`defense.all_to_all_check`)."
+    return detect(model, pool, 3, mesa, DetectSettings(detect_steps=steps, check_all_to_all=True), seed=seed, device="cpu")[0]
 
 
 def permutation_check(a, train, pool, held, mesa):
-    "The parameter-free check on a zoo's cached clean models and on one all-to-all model per trigger."
-    K = 10
-    derangements = round(math.factorial(K) * sum((-1) ** i / math.factorial(i) for i in range(K + 1)))
-    print(f"null: all {K} top sources different with probability {derangements / (K - 1) ** K:.1e} when drawn at random")
+    "The check on a zoo's cached clean models and on one all-to-all model per trigger."
+    print(f"null: all 10 top sources different with probability {permutation_pvalue(10):.1e} when drawn at random")
     clean = sorted(Path(a.clean_zoo).glob("clean-*.safetensors"))
-    hits = [distinct_top_sources(load_model(p, "cpu"), pool, mesa, a.steps, a.seed)[0] for p in clean]
+    hits = [checked(load_model(p, "cpu"), pool, mesa, a.steps, a.seed).all_to_all for p in clean]
     print(f"clean models of {a.clean_zoo}: {sum(hits)} of {len(hits)} flagged")
     base = load_model(clean[0], "cpu")
     for spec in a.triggers:
@@ -51,8 +47,8 @@ def permutation_check(a, train, pool, held, mesa):
         m = build_model("smallcnn"); m.load_state_dict(base.state_dict())
         backdoor(m, train, t, ratio=a.ratio, epochs=a.epochs, lr=0.05, schedule="onecycle", device="cpu", all_to_all=True)
         asr = trigger_outcomes(m, held, t, device="cpu", shift=1)[0]
-        hit, det = distinct_top_sources(m, pool, mesa, a.steps, a.seed)
-        print(f"all-to-all {t.name}: c -> c + 1 on {asr:.1%} of held-out images; {det.verdict()}; permutation check: {'flagged' if hit else 'not flagged'}")
+        det = checked(m, pool, mesa, a.steps, a.seed)
+        print(f"all-to-all {t.name}: c -> c + 1 on {asr:.1%} of held-out images; {det.verdict()}; all-to-all check: {'flagged' if det.all_to_all else 'not flagged'}")
 
 
 def main():
@@ -84,7 +80,7 @@ def main():
         top, where = src.nan_to_num(0).max(1)
         print(f"## {name} model: accuracy {accuracy(m, held, device='cpu'):.3f}; trigger 170 sends class c to c + 1 on {asr:.1%} of the held-out "
               f"images (robust accuracy {ra:.1%}); detection {secs:.0f}s")
-        print(f"threshold rule: {det.verdict()}; p-value rule: {flag(det.per_class_asr, DetectSettings(rule='pvalue')).verdict()}")
+        print(f"p-value rule: {det.verdict()}; threshold rule: {flag(det.per_class_asr, DetectSettings(rule='threshold')).verdict()}")
         print("| class | " + " | ".join(map(str, range(10))) + " |\n|---|" + "---|" * 10)
         print("| mean ASR of its generated triggers | " + " | ".join(f"{v:.2f}" for v in det.per_class_asr) + " |")
         print("| p-value | " + " | ".join("–" if p is None else f"{p:.1g}" for p in det.p_values) + " |")

@@ -14,7 +14,8 @@ import math
 import numpy as np
 import torch
 
-from mesa_nb.defense import MASK_MARGIN, _tail, class_pvalues, flag_classes
+from mesa_nb.defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, _tail, class_pvalues, flag_classes
+from mesa_nb.data import IMAGE_SHAPES
 from mesa_nb.report import collect
 
 GRID = (0.001, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
@@ -26,7 +27,9 @@ def models(folder):
     for r in collect(folder):
         nc = r.neural_cleanse
         targets = sorted(t.trigger.target for t in r.targets) if r.targets else [r.target]   # several backdoors: every target
+        _, H, W = IMAGE_SHAPES[r.dataset]
         out.append(dict(backdoored=r.trigger is not None, targets=targets, asr=np.asarray(r.detection.per_class_asr, dtype=float),
+                        area=r.detection.per_class_area, pixels=H * W,
                         masked=r.detection.per_class_area is not None, nc=None if nc is None else list(nc.flagged),
                         nc_score=None if nc is None else max(nc.anomaly), seconds=r.timing.get("detection"), kind=r.trigger.kind if r.trigger else "none"))
     return out
@@ -39,30 +42,50 @@ def rates(ms, flags):
     return sum(bd) / max(len(bd), 1), sum(cl) / max(len(cl), 1), f"{sum(bd)}/{len(bd)}", f"{sum(cl)}/{len(cl)}"
 
 
-def by_pvalue(ms, significance): return [class_pvalues(m["asr"], significance)[1] for m in ms]
+def pvalues(m, significance=SIGNIFICANCE): return class_pvalues(m["asr"], significance, per_class_area=m["area"], pixels=m["pixels"])
 
 
-def step_up(asr, significance: float, floor: float = 0.5) -> list[int]:
-    "A candidate against masking: the j-th highest class tested against the classes below it only; every class down to the lowest significant one above `floor`."
-    z = np.arcsin(np.sqrt(asr))
-    order, K, last = np.argsort(-z, kind="stable"), len(asr), 0
+def by_pvalue(ms, significance): return [pvalues(m, significance)[1] for m in ms]
+
+
+def score(m):
+    "The default rule's per-class score: mean ASR per unit of trigger area (masks; at least one pixel), else the mean ASR."
+    return m["asr"] if m["area"] is None else m["asr"] / np.maximum(np.asarray(m["area"]), 1 / m["pixels"])
+
+
+def step_down(m, significance: float) -> list[int]:
+    "The textbook alternative on the same score: the top class against the other unflagged ones; a flagged class leaves the reference and the next is tested."
+    z, asr, flagged = score(m), m["asr"], []
+    K = len(z)
+    while len(flagged) < K // 2:
+        rest = [c for c in range(K) if c not in flagged]
+        top = max(rest, key=lambda c: z[c])
+        p = _tail(float(z[top]), torch.as_tensor(z[[c for c in rest if c != top]]), len(rest))
+        if p is None or p >= significance or asr[top] <= MAJORITY: break
+        flagged.append(top)
+    return sorted(flagged)
+
+
+def by_step_down(ms, significance): return [step_down(m, significance) for m in ms]
+
+
+def step_up(m, significance: float) -> list[int]:
+    "Each of the top half tested against the classes below it only: every class down to the lowest one significant and above ASR one half."
+    z, asr = score(m), m["asr"]
+    order, K, last = np.argsort(-z, kind="stable"), len(z), 0
     for j in range(1, K // 2 + 1):
-        c, ref = order[j - 1], torch.as_tensor(z[order[j:]])
-        p = _tail(float(z[c]), ref, K - j + 1)
-        if p is not None and p < significance and asr[c] > floor: last = j
+        c = order[j - 1]
+        p = _tail(float(z[c]), torch.as_tensor(z[order[j:]]), K - j + 1)
+        if p is not None and p < significance and asr[c] > MAJORITY: last = j
     return sorted(int(c) for c in order[:last])
 
 
-def by_step_up(ms, significance): return [step_up(m["asr"], significance) for m in ms]
+def by_step_up(ms, significance): return [step_up(m, significance) for m in ms]
 
 
-def by_top_pvalue(ms, significance):
-    "A candidate: the top class alone, when its p-value is below `significance` (at most one class, as the margin rule)."
-    out = []
-    for m in ms:
-        top = int(m["asr"].argmax()); p = class_pvalues(m["asr"])[0][top]
-        out.append([top] if p is not None and p < significance else [])
-    return out
+def by_asr_alone(ms, significance): return [class_pvalues(m["asr"], significance)[1] for m in ms]
+
+
 def by_threshold(ms): return [flag_classes(m["asr"], 0.5, MASK_MARGIN if m["masked"] else 0.0) for m in ms]
 
 
@@ -73,13 +96,14 @@ def auroc(ms, score):
 
 
 def top_p(m):
-    p = class_pvalues(m["asr"])[0][int(m["asr"].argmax())]
-    return 0.0 if p is None else -math.log10(max(p, 1e-300))
+    p = [v for v in pvalues(m)[0] if v is not None]
+    return -math.log10(max(min(p), 1e-300)) if p else 0.0
 
 
-CANDIDATES = {"p-value": by_pvalue,          # the library's rule (`--rule pvalue`): the top class against the other unflagged ones, stepping down
-              "step-up p-value": by_step_up,   # a candidate: each class against the classes below it, above ASR 0.5
-              "top-class p-value": by_top_pvalue}   # a candidate: the top class alone, by its p-value
+CANDIDATES = {"p-value": by_pvalue,                      # the library's rule (the default): every class against all the others, mean ASR per area
+              "p-value on mean ASR alone": by_asr_alone,   # the same without the area (the same with a known size)
+              "step-down p-value": by_step_down,
+              "step-up p-value": by_step_up}           # flagged classes leave the reference in turn
 
 
 def main():
@@ -100,7 +124,8 @@ def main():
             if c <= 0.05 and (best[n] is None or e - c > best[n][1]): best[n] = (s, e - c)
         print(f"| {s:g} | " + " | ".join(cells) + " |")
     chosen = {n: b[0] for n, b in best.items() if b is not None}
-    print("\nchosen: " + "; ".join(f"{n} significance {s:g}" for n, s in chosen.items()) + "\n")
+    print("\nchosen: " + "; ".join(f"{n} significance {s:g}" for n, s in chosen.items())
+          + f" (the library's default significance, `defense.SIGNIFICANCE`: {SIGNIFICANCE:g})\n")
     for folder in [a.calibration] + a.evaluation:
         ms = models(folder)
         kinds = sorted({m["kind"] for m in ms if m["backdoored"]})
@@ -108,8 +133,8 @@ def main():
         print(f"## {'calibration' if folder == a.calibration else 'evaluation'}: {folder} ({sum(m['backdoored'] for m in ms)} backdoored of kinds "
               f"{', '.join(kinds)}; {sum(not m['backdoored'] for m in ms)} clean); detection {np.mean(secs):.1f}s per model on average\n")
         print("| rule | exact target | clean flagged |\n|---|---|---|")
-        rules = {f"{n} < {s:g} (chosen above)": CANDIDATES[n](ms, s) for n, s in chosen.items()}
-        rules["mean ASR > 0.5 (lead 0.1 with masks): the default"] = by_threshold(ms)
+        rules = {f"{n} < {s:g} (chosen above" + (", the default)" if n == "p-value" else ")"): CANDIDATES[n](ms, s) for n, s in chosen.items()}
+        rules["mean ASR > 0.5 (lead 0.1 with masks): the threshold rule"] = by_threshold(ms)
         if all(m["nc"] is not None for m in ms): rules["Neural Cleanse anomaly index > 2"] = [m["nc"] for m in ms]
         for name, flags in rules.items():
             _, _, en, cn = rates(ms, flags)

@@ -139,3 +139,28 @@ def test_defend_splits_as_a_run_does_or_takes_the_split():
         defend(model, test.images, test.labels, 10, split=defender_split(test, 0))
     with pytest.raises(MesaError, match="either as images and labels"):
         defend(model)
+
+
+def test_all_to_all_check_flags_an_all_to_all_model_and_not_its_clean_one():
+    "An all-to-all backdoor lifts every class alike (no outlier); the source table's top sources form a permutation."
+    from mesa_nb.core import seed_everything
+    from mesa_nb.defense import DetectSettings, detect
+    from mesa_nb.models import fit
+    from mesa_nb.search import SearchSettings
+    from mesa_nb.threat import backdoor, trigger_outcomes
+    seed_everything(0)
+    train, test = load_digits("train"), load_digits("test")
+    pool, held = defender_split(test, seed=0)
+    clean = build_model("smallcnn")
+    fit(clean, train, epochs=15, lr=0.05, device="cpu")
+    attacked = build_model("smallcnn"); attacked.load_state_dict(clean.state_dict())
+    t = canonical_trigger(170)
+    backdoor(attacked, train, t, ratio=0.3, epochs=40, lr=0.05, schedule="onecycle", device="cpu", all_to_all=True)
+    assert trigger_outcomes(attacked, held, t, device="cpu", shift=1)[0] > 0.8           # c -> c + 1 on most images
+    mesa, settings = SearchSettings(search_batch=32, check_triggers=32, check_images=64), DetectSettings(detect_steps=100, check_all_to_all=True)
+    det = detect(attacked, pool, 3, mesa, settings, device="cpu")[0]
+    assert det.all_to_all and det.flagged == list(range(10)), det.verdict()
+    assert sorted(det.sources) == list(range(10)) and "all-to-all check" in det.verdict()
+    assert detect(attacked, pool, 3, mesa, DetectSettings(detect_steps=100), device="cpu")[0].flagged == []   # the p-value rule alone: nothing
+    det = detect(clean, pool, 3, mesa, settings, device="cpu")[0]
+    assert not det.all_to_all and det.flagged == [] and len(set(det.sources)) < 10, det.sources
