@@ -323,7 +323,8 @@ class Detection(JsonRecord):
     def verdict(self) -> str:
         "How the classes were flagged, in words: the rule, its setting, the flagged classes' p-values."
         if self.rule == "pvalue":
-            how = f"p-value below {self.significance} and mean ASR above {MAJORITY}" + (" (" + ", ".join(f"class {c}: {self.p_values[c]:.1g}" for c in self.flagged) + ")" if self.flagged else "")
+            by_p = [] if self.all_to_all else self.flagged               # (all-to-all: every class flagged by the check, none by its p-value)
+            how = f"p-value below {self.significance} and mean ASR above {MAJORITY}" + (" (" + ", ".join(f"class {c}: {self.p_values[c]:.1g}" for c in by_p) + ")" if by_p else "")
         else: how = f"threshold {self.threshold}" + (f", margin {self.margin}" if self.margin else "") + (f" ({self.note})" if self.note else "")
         if self.all_to_all: how += (f"; all-to-all check: every class's triggers move most the images of a different class {self.sources} "
                                     f"(p = {permutation_pvalue(len(self.per_class_asr)):.1g} at random)")
