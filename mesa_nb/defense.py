@@ -26,12 +26,12 @@ from .threat import MASKS, Trigger, TriggerFamily, attack_success_rate, check_fi
 
 # %% auto #0
 __all__ = ['MASK_MARGIN', 'SIGNIFICANCE', 'MAJORITY', 'FLAG_RULES', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET',
-           'flag_classes', 'class_pvalues', 'permutation_pvalue', 'all_to_all_check', 'fixed_sampler', 'bank_sampler',
-           'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun',
-           'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'retrained', 'ideal_defense', 'baseline_defense',
-           'RemovalTask', 'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse',
-           'DefenseReport', 'choose_repair', 'surface_noise', 'DetectSettings', 'RepairSettings', 'trigger_shape_of',
-           'detect', 'flag', 'Repairs', 'repair', 'defend', 'Coverage', 'coverage']
+           'flag_classes', 'class_scores', 'class_pvalues', 'permutation_pvalue', 'all_to_all_check', 'fixed_sampler',
+           'bank_sampler', 'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate',
+           'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'retrained', 'ideal_defense',
+           'baseline_defense', 'RemovalTask', 'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection',
+           'neural_cleanse', 'DefenseReport', 'choose_repair', 'surface_noise', 'DetectSettings', 'RepairSettings',
+           'trigger_shape_of', 'detect', 'flag', 'Repairs', 'repair', 'defend', 'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -69,6 +69,19 @@ def _tail(x: float, ref: Tensor, K: int) -> float | None:
     return float(-math.expm1(K * math.log1p(-q))) if q < 1 else 1.0        # 1 - (1 - q)^K, exact for small q
 
 
+def class_scores(per_class_asr,               # mean ASR of generated triggers, one per class: (K,)
+                 per_class_area: list[float] | None = None,   # masks: each class's triggers' mean opacity (None: a known size)
+                 pixels: int | None = None,    # the image's pixel count: no trigger is smaller than one pixel
+                 ) -> Tensor:
+    "The p-value rule's score of each class: mean ASR per unit of trigger area with masks (what the mask search trades), the mean ASR with a known size."
+    asr = torch.as_tensor(per_class_asr, dtype=torch.float64).reshape(-1)
+    if per_class_area is None: return asr
+    area = torch.as_tensor(per_class_area, dtype=torch.float64).reshape(-1)
+    check(len(area) == len(asr) and bool(((area >= 0) & (area <= 1)).all()),
+          f"per_class_area must hold one mean opacity in [0, 1] per class ({len(asr)}); got {area.tolist()}")
+    return asr / area.clamp_min(1 / pixels if pixels else 1e-6)
+
+
 def class_pvalues(per_class_asr,               # mean ASR of generated triggers, one per class: (K,)
                   significance: float = SIGNIFICANCE,   # flag a class whose p-value is below this (and whose mean ASR is above `MAJORITY`)
                   most: int | None = None,     # at most this many attacked classes, the lowest p-values first (default: half the classes)
@@ -80,11 +93,7 @@ def class_pvalues(per_class_asr,               # mean ASR of generated triggers,
     check(len(asr) >= 2 and bool(torch.isfinite(asr).all()) and bool(((asr >= 0) & (asr <= 1)).all()),
           f"per_class_asr must hold one ASR in [0, 1] per class; got {asr.tolist()}")
     check(0 < significance < 1, f"significance must be in (0, 1); got {significance}")
-    K, z = len(asr), asr
-    if per_class_area is not None:
-        area = torch.as_tensor(per_class_area, dtype=torch.float64).reshape(-1)
-        check(len(area) == K and bool(((area >= 0) & (area <= 1)).all()), f"per_class_area must hold one mean opacity in [0, 1] per class ({K}); got {area.tolist()}")
-        z = asr / area.clamp_min(1 / pixels if pixels else 1e-6)     # success per unit of area: what the mask search trades
+    K, z = len(asr), class_scores(asr, per_class_area, pixels)
     p = [_tail(float(z[c]), z[[k for k in range(K) if k != c]], K) for c in range(K)]
     hits = [c for c in range(K) if p[c] is not None and p[c] < significance and asr[c] > MAJORITY]
     return p, sorted(sorted(hits, key=lambda c: p[c])[:K // 2 if most is None else int(most)])
@@ -722,7 +731,7 @@ def flag(per_class_asr,                       # mean ASR of generated triggers, 
     p, by_p = class_pvalues(asr, settings.significance, per_class_area=extra.get("per_class_area"), pixels=pixels)
     note, top = None, int(asr.argmax())
     if settings.rule == "pvalue" and p[top] is None:
-        note = (f"no p-value: {len(asr) - 1} classes below the top are fewer than 3" if len(asr) < 4 else "no p-value: the other classes' scores are all equal")
+        note = (f"no p-value: {len(asr) - 1} other classes are fewer than 3" if len(asr) < 4 else "no p-value: the other classes' scores are all equal")
         note += f"; flagged by mean ASR above {threshold}" + (f" and a lead of {margin}" if margin else "")
     rule = "pvalue" if settings.rule == "pvalue" and note is None else "threshold"
     flagged = sorted(by_p) if rule == "pvalue" else flag_classes(asr, threshold, margin)

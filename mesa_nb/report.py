@@ -21,8 +21,8 @@ from .viz import plot_after_defense, plot_detection_matrix, plot_roc, plot_surfa
 
 # %% auto #0
 __all__ = ['PAPER', 'DETECTORS', 'RULES', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'target_table',
-           'summary_table', 'record_pvalues', 'detection_scores', 'flag_rates', 'detection_summary', 'per_trigger',
-           'markdown', 'write_report']
+           'summary_table', 'record_pixels', 'record_pvalues', 'detection_scores', 'flag_rates', 'detection_summary',
+           'per_trigger', 'markdown', 'write_report']
 
 # %% ../nbs/12_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -258,10 +258,15 @@ def summary_table(records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/12_report.ipynb #ab1a01b5
-def record_pvalues(r: RunRecord) -> tuple[list[float | None], list[int]]:
-    "The default flag rule (`defense.class_pvalues`) on a record's detection scores, its areas with masks: each class's p-value, and the flagged classes."
-    _, H, W = IMAGE_SHAPES.get(r.dataset, (None, 1, 0))
-    return class_pvalues(r.detection.per_class_asr, per_class_area=r.detection.per_class_area, pixels=H * W or None)
+def record_pixels(r: RunRecord) -> int | None:
+    "The pixel count of a record's images (None for a dataset of unknown shape)."
+    shape = IMAGE_SHAPES.get(r.dataset)
+    return shape[1] * shape[2] if shape else None
+
+
+def record_pvalues(r: RunRecord, significance: float = SIGNIFICANCE) -> tuple[list[float | None], list[int]]:
+    "The p-value flag rule (`defense.class_pvalues`) on a record's detection scores, its areas with masks: each class's p-value, and the flagged classes."
+    return class_pvalues(r.detection.per_class_asr, significance, per_class_area=r.detection.per_class_area, pixels=record_pixels(r))
 
 
 def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
@@ -274,7 +279,8 @@ def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
         masked = r.detection.per_class_area is not None
         row = dict(run=r.path or "", trigger=r.trigger.name if r.trigger else "none", seed=r.seed, backdoored=r.trigger is not None,
                    target=r.target, mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second],
-                   pvalue_score=-math.log10(max(p[top], 1e-300)) if p[top] is not None else 0.0,
+                   pvalue_top=int(np.argmin([1.0 if v is None else v for v in p])),
+                   pvalue_score=-math.log10(max(min(v for v in p if v is not None), 1e-300)) if any(v is not None for v in p) else 0.0,
                    flagged_pvalue=sorted(by_p), flagged_threshold=flag_classes(asr, 0.5, MASK_MARGIN if masked else 0.0))
         if r.neural_cleanse is not None:
             a = np.asarray(r.neural_cleanse.anomaly, dtype=float)
@@ -284,7 +290,7 @@ def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
 
 
 DETECTORS = {"MESA (top class's mean ASR)": ("mesa_score", "mesa_top"), "MESA (margin over the second class)": ("mesa_margin", "mesa_top"),
-             "MESA (−log10 p of the top class)": ("pvalue_score", "mesa_top"), "Neural Cleanse (anomaly index)": ("nc_score", "nc_top")}
+             "MESA (−log10 p of the top class)": ("pvalue_score", "pvalue_top"), "Neural Cleanse (anomaly index)": ("nc_score", "nc_top")}
 RULES = {f"MESA p-value < {SIGNIFICANCE} and mean ASR > {MAJORITY} (the default)": "flagged_pvalue", "MESA mean ASR > 0.5 (lead 0.1 with masks)": "flagged_threshold",
          "Neural Cleanse anomaly index > 2": "flagged_nc"}   # flag rules as a defender runs them: no setting read off these models
 

@@ -14,9 +14,8 @@ import math
 import numpy as np
 import torch
 
-from mesa_nb.defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, _tail, class_pvalues, flag_classes
-from mesa_nb.data import IMAGE_SHAPES
-from mesa_nb.report import collect
+from mesa_nb.defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, _tail, class_pvalues, class_scores, flag_classes
+from mesa_nb.report import collect, record_pixels, record_pvalues
 
 GRID = (0.001, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
@@ -27,9 +26,7 @@ def models(folder):
     for r in collect(folder):
         nc = r.neural_cleanse
         targets = sorted(t.trigger.target for t in r.targets) if r.targets else [r.target]   # several backdoors: every target
-        _, H, W = IMAGE_SHAPES[r.dataset]
-        out.append(dict(backdoored=r.trigger is not None, targets=targets, asr=np.asarray(r.detection.per_class_asr, dtype=float),
-                        area=r.detection.per_class_area, pixels=H * W,
+        out.append(dict(record=r, backdoored=r.trigger is not None, targets=targets, asr=np.asarray(r.detection.per_class_asr, dtype=float),
                         masked=r.detection.per_class_area is not None, nc=None if nc is None else list(nc.flagged),
                         nc_score=None if nc is None else max(nc.anomaly), seconds=r.timing.get("detection"), kind=r.trigger.kind if r.trigger else "none"))
     return out
@@ -42,15 +39,13 @@ def rates(ms, flags):
     return sum(bd) / max(len(bd), 1), sum(cl) / max(len(cl), 1), f"{sum(bd)}/{len(bd)}", f"{sum(cl)}/{len(cl)}"
 
 
-def pvalues(m, significance=SIGNIFICANCE): return class_pvalues(m["asr"], significance, per_class_area=m["area"], pixels=m["pixels"])
-
-
-def by_pvalue(ms, significance): return [pvalues(m, significance)[1] for m in ms]
+def by_pvalue(ms, significance): return [record_pvalues(m["record"], significance)[1] for m in ms]
 
 
 def score(m):
-    "The default rule's per-class score: mean ASR per unit of trigger area (masks; at least one pixel), else the mean ASR."
-    return m["asr"] if m["area"] is None else m["asr"] / np.maximum(np.asarray(m["area"]), 1 / m["pixels"])
+    "The default rule's per-class score (`defense.class_scores`)."
+    r = m["record"]
+    return class_scores(r.detection.per_class_asr, r.detection.per_class_area, record_pixels(r)).numpy()
 
 
 def step_down(m, significance: float) -> list[int]:
@@ -96,7 +91,7 @@ def auroc(ms, score):
 
 
 def top_p(m):
-    p = [v for v in pvalues(m)[0] if v is not None]
+    p = [v for v in record_pvalues(m["record"])[0] if v is not None]
     return -math.log10(max(min(p), 1e-300)) if p else 0.0
 
 
