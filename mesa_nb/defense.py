@@ -546,10 +546,25 @@ class DefenseReport(JsonRecord):
     before: dict[str, Evaluation] = field(default_factory=dict)   # repaired class -> the model before its repair, on the held-out images
     choice: dict[str, str] = field(default_factory=dict)          # repaired class -> the candidate returned for it
     family: TriggerFamily | None = None                           # the triggers every surface was measured on
-    searches: dict = field(default_factory=dict, repr=False, compare=False, metadata={"json": False})  # "detection" and each removed class -> SearchResult
+    searches: dict = field(default_factory=dict, repr=False, compare=False, metadata={"json": False})  # "detection" ("detection 2", ...) and each removed class -> SearchResult
+    redetections: list[Detection] = field(default_factory=list)  # the later rounds: each detection on the model the previous round's repairs returned
 
     @property
-    def flagged(self) -> list[int]: return self.detection.flagged
+    def flagged(self) -> list[int]:
+        "Every class flagged in any round, in the order they were found."
+        return list(dict.fromkeys(c for d in [self.detection, *self.redetections] for c in d.flagged))
+
+    @property
+    def residual(self) -> list[int]:
+        "Repaired classes the last detection still flags: their backdoor is not (fully) removed."
+        return [c for c in self.redetections[-1].flagged if str(c) in self.mesa] if self.redetections else []
+
+    def rounds_line(self) -> str | None:
+        "What detection says of the returned model, in words; None when nothing was repaired."
+        if not self.mesa: return None
+        if self.residual: return f"the returned model: class(es) {self.residual} still flagged after their repair: the backdoor is not fully removed"
+        if self.redetections and not self.redetections[-1].flagged: return f"the returned model: checked by detection (round {len(self.redetections) + 1}), nothing flagged"
+        return "the returned model: not checked by detection after its last repair (more rounds check it: DetectSettings.rounds, --rounds)"
 
     def summary(self) -> str:
         "A short human-readable account."
@@ -559,6 +574,9 @@ class DefenseReport(JsonRecord):
         if d.p_values: lines.append("p-value of each class as an outlier above the others: "
                                     + " ".join(f"{c}:{'–' if p is None else f'{p:.2g}'}" for c, p in enumerate(d.p_values)))
         lines.append(d.verdict() + ("" if d.flagged else ": no backdoor detected; model returned unchanged"))
+        for i, r in enumerate(self.redetections, start=2):
+            lines.append(f"detection round {i}, on the model repaired so far: " + (r.verdict() if r.flagged else "nothing flagged"))
+        if self.rounds_line(): lines.append(self.rounds_line())
         if self.family is not None and self.mesa: lines.append(f"residual surface: the ASR of {self.family.size} triggers ({self.family.kind}: "
                                                                + ", ".join(f"{n} {k}" for k, n in self.family.groups.items()) + ") on the held-out images")
         for c, cands in self.mesa.items():
@@ -602,6 +620,7 @@ _RULES = [   # the detection and repair numbers `defend` takes (the search's: `s
     (("margin",), lambda v: v is None or (finite(v) and 0 <= v < 1), "a lead in mean ASR in [0, 1) (or None: 0, and 0.1 with masks)"),
     (("accuracy_budget",), lambda v: finite(v) and 0 <= v <= 1, "a share of accuracy in [0, 1]"),
     (("detect_halving",), count(0), "an integer >= 0"),
+    (("rounds",), count(1), "an integer >= 1"),
     (("bank", "retrain_seeds"), count(1), "an integer >= 1"),
     (("detect_steps",), lambda v: v is None or count(1)(v), "an integer >= 1 (or None: 10 epochs)"),
 ]
@@ -617,6 +636,7 @@ class DetectSettings:
     check_all_to_all: bool = False      # when the rule flags nothing, test the source table for an all-to-all backdoor (`all_to_all_check`) and flag every class if it holds
     detect_steps: int | None = None     # detection search steps (default: 10 epochs over the search images)
     detect_halving: int = 0             # detection: rungs of successive halving (each stops the worse half of the classes); 0: none
+    rounds: int = 3                     # detections in all: after a repair, detect again on the repaired model and repair what it newly flags (1: once, no check of the repair)
 
     def __post_init__(self):
         check_settings(self, _RULES)
@@ -755,6 +775,12 @@ class Repairs:
         return ", ".join(f"{'β=' + p if p != 'ensemble' else 'ensemble'} of class {c}"
                          + (" (lowest residual surface on the search images)" if self.surface_choice else "") for c, p in self.choice.items()) or None
 
+    def add(self, later: Repairs) -> Repairs:
+        "A later round's repairs (of other classes) after these, in order."
+        for a, b in ((self.mesa, later.mesa), (self.before, later.before), (self.choice, later.choice), (self.searches, later.searches)): a.update(b)
+        self.choice_seconds += later.choice_seconds
+        return self
+
 
 def repair(model: nn.Module,                  # the suspect classifier; a repaired copy is returned, it is left as is
            split: Split,                      # the defender's images: search (retraining) and held-out (judging)
@@ -816,13 +842,13 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
            eval_fraction: float = 0.2,        # held out for evaluation
            split: Split | None = None,        # instead of images and labels: the defender's images already split, used as they are
            original: Trigger | Mapping[int, Trigger] | None = None,   # the true trigger (or one per class), when known (research): its ASR on each candidate
-           classes: list[int] | None = None,  # classes to remove a backdoor for (default: the flagged ones)
+           classes: list[int] | None = None,  # classes to remove a backdoor for, once (default: the flagged ones, round after round: `DetectSettings.rounds`)
            family: TriggerFamily | None = None,  # the triggers every surface is measured on (default: `trigger_family` of the trigger size)
            floor: Surface | Mapping[int, Surface] | None = None,   # the clean model's surface towards the repaired class (or per class), when known: each surface's excess
            seed: int = 0,                     # seeds the split, the search and retraining
            device: str | None = None,         # cpu, cuda or cuda:N (default: CUDA if present)
            ) -> tuple[DefenseReport, nn.Module]:
-    "Detect attacked classes (`detect`), model their trigger distributions with MESA and remove the backdoor (`repair`): (report, repaired model)."
+    "Detect attacked classes (`detect`), model their trigger distributions with MESA and remove the backdoor (`repair`), then detect again on the repaired model until nothing new is flagged: (report, repaired model)."
     device = as_device(device)
     t0 = time.perf_counter()
     check((split is None) != (images is None and labels is None),
@@ -837,19 +863,27 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
     _check_data(search_ds, mesa, classes, held)
     family = family or trigger_family(search_ds.shape, None if trigger_size is None else shape[1:])
     found, det = detect(model, search_ds, trigger_size, mesa, detection, recipe.location, seed, device)
-    t_detect = time.perf_counter() - t0
+    t_detect, later, searches = time.perf_counter() - t0, [], {"detection": det}
     done, repaired = repair(model, split, found.flagged if classes is None else classes, trigger_size, mesa, removal, recipe, original, family, floor, seed, device)
+    while classes is None and done.mesa and len(later) + 1 < detection.rounds:     # the flagged classes repaired: detect again on what is returned
+        t1 = time.perf_counter()
+        again, searches[f"detection {len(later) + 2}"] = detect(repaired, search_ds, trigger_size, mesa, detection, recipe.location, seed, device)
+        later.append(again); t_detect += time.perf_counter() - t1
+        new = [c for c in again.flagged if str(c) not in done.mesa]               # a class flagged again after its repair is reported, not repaired twice
+        if not new: break
+        step, repaired = repair(repaired, split, new, trigger_size, mesa, removal, recipe, original, family, floor, seed, device)
+        done.add(step)
     ob = as_objective(mesa.objective)
     report = DefenseReport(found, done.mesa, done.chosen,
                            dict(total=time.perf_counter() - t0, detection=t_detect, defense=time.perf_counter() - t0 - t_detect, choice=done.choice_seconds),
                            dict(trigger_shape=shape, betas=list(mesa.betas), alpha=mesa.alpha, objective=asdict(ob), batch=mesa.search_batch,
                                 detect_steps=detection.detect_steps, search_steps=mesa.search_steps, detect_halving=detection.detect_halving,
                                 masks=list(mesa.masks or MASKS) if trigger_size is None else None, recipe=asdict(recipe), eval_fraction=eval_fraction, seed=seed,
-                                ensemble=removal.ensemble, choose=removal.choose, accuracy_budget=removal.accuracy_budget,
+                                rounds=detection.rounds, ensemble=removal.ensemble, choose=removal.choose, accuracy_budget=removal.accuracy_budget,
                                 choice="lowest surface beyond two standard errors of the ensemble's", retrain_seeds=removal.retrain_seeds,
                                 held=held.digest(), held_images=len(held), search_images=len(search_ds),
                                 check_triggers=mesa.check_triggers, check_images=mesa.check_images),
-                           environment(device), done.before, done.choice, family, {"detection": det, **done.searches})
+                           environment(device), done.before, done.choice, family, {**searches, **done.searches}, later)
     return report, repaired
 
 # %% ../nbs/08_defense.ipynb #819b2954

@@ -83,6 +83,8 @@ class RunConfig:
     margin: float | None = None      # detection: and that leads every other class by this much (None: 0, and MASK_MARGIN with masks)
     significance: float = SIGNIFICANCE  # detection with rule "pvalue": flag a class whose p-value is below this
     check_all_to_all: bool = False   # detection: when nothing is flagged, test the source table for an all-to-all backdoor (flags every class)
+    rounds: int = 3                  # with repair_flagged: detections in all, each on the model the previous round's repairs returned
+    repair_flagged: bool = False     # repair the classes detection flags, round after round, as `defend` does for a user (default: the true targets)
     detect_steps: int | None = 20    # detection: search steps per class (None: 10 epochs over the search images)
     search_steps: int | None = 20    # search steps per level for the flagged class (None: 10 epochs)
     search_batch: int = 32           # triggers per sub-model per search step
@@ -345,39 +347,46 @@ def attack(self: Run) -> torch.nn.Module:
 
 @patch
 def defend(self: Run):
-    "Detection over every class, then MESA (each beta and the ensemble) for the true target: (report, repaired)."
+    "Detection over every class, then MESA (each beta and the ensemble) for the true target(s), or with `repair_flagged` for what detection flags, round after round: (report, repaired)."
     cfg, model = self.cfg, self.models.get("attacked") or self.attack()
     one = not self.several                              # several: every target repaired in turn, each judged on its own trigger and floor
+    classes = None if cfg.removal and cfg.repair_flagged else [t.target for t in self.triggers] if self.repairs else []   # None: as `defend` does for a user
     report, repaired = defend(model, split=self.split, trigger_size=self.trigger_size, mesa=cfg.search_settings, detection=cfg.detect_settings,
                               removal=cfg.repair_settings, recipe=cfg.recipe, original=self.trigger if one else {t.target: t for t in self.triggers},
-                              classes=[t.target for t in self.triggers] if self.repairs else [], family=self.family,
+                              classes=classes, family=self.family,
                               floor=self.floor if one else {c: e.surface for c, e in self.floors.items()}, seed=cfg.seed, device=self.device)
     check(report.settings["held"] == self.record["evaluation"].held, "the defense was judged on other held-out images than the run")
     self.report, self.models["repaired"] = report, repaired
     self.record["detection"] = replace(report.detection, target=cfg.target if self.trigger else None)
+    self.record["redetections"] = report.redetections
     self.record["defense"].mesa = report.mesa.get(str(cfg.target), {})
     self.record["defense"].chosen = report.choice.get(str(cfg.target))
     if self.repairs:      # the backdoored model's surface, measured by `defend` before the repair: the size of what must be removed, and the valid set
-        attack = self.record["attack"] = replace(self.record["attack"], surface=report.before[str(cfg.target)].surface)
-        self.record["coverage"] = coverage(report.searches[cfg.target], cfg.target, attack.surface, self.family, self.trigger, seed=cfg.seed)
+        b = report.before.get(str(cfg.target)) or self._evaluate(model)          # (the target not flagged, with repair_flagged: measured here)
+        attack = self.record["attack"] = replace(self.record["attack"], surface=b.surface)
+        if cfg.target in report.searches:
+            self.record["coverage"] = coverage(report.searches[cfg.target], cfg.target, attack.surface, self.family, self.trigger, seed=cfg.seed)
         if self.record["coverage"]: self.log(f"Lemma 1: {self.record['coverage'].line()}")
     self.timing.update(detection=report.timing["detection"], mesa=report.timing["defense"])
     if cfg.save_models and report.chosen: save_model(repaired, self.path/"repaired.safetensors", chosen=report.chosen)
     self.log(report.summary())
-    if self.several: self._targets(repaired if self.repairs else None)
+    if self.several: self._targets(repaired if self.repairs else None, report)
     return report, repaired
 
 
 @patch
-def _targets(self: Run, repaired):
-    "Several backdoors: one row per (trigger, target), flagged or not, on the clean, backdoored and returned models (`record.TargetOutcome`)."
-    det = self.record["detection"]
-    rows = self.record["targets"] = [
-        TargetOutcome(TriggerInfo.from_json(t.record(self.cfg.location)), t.target in det.flagged, det.p_values[t.target] if det.p_values else None,
-                      self.floors[t.target], self.backdoored[t.target], None if repaired is None else self._outcome(repaired, t)) for t in self.triggers]
+def _targets(self: Run, repaired, report):
+    "Several backdoors: one row per (trigger, target), flagged or not (and in which detection round), on the clean, backdoored and returned models (`record.TargetOutcome`)."
+    rounds, rows = [report.detection, *report.redetections], []
+    for t in self.triggers:
+        n = next((i for i, d in enumerate(rounds, start=1) if t.target in d.flagged), None)   # the first round that flagged its target
+        d = rounds[(n or 1) - 1]                                                            # its p-value there (not flagged: the first round's)
+        rows.append(TargetOutcome(TriggerInfo.from_json(t.record(self.cfg.location)), n is not None, d.p_values[t.target] if d.p_values else None,
+                                  self.floors[t.target], self.backdoored[t.target], None if repaired is None else self._outcome(repaired, t), n))
+    self.record["targets"] = rows
     for r in rows:
         after = "" if r.repaired is None else f"; after MESA: ASR {r.repaired.asr:.3f}, surface {r.repaired.surface.line()}"
-        self.log(f"{r.trigger.name} → class {r.trigger.target}: {'flagged' if r.flagged else 'not flagged'}, ASR {r.backdoored.asr:.3f}{after}")
+        self.log(f"{r.trigger.name} → class {r.trigger.target}: {f'flagged (detection round {r.round})' if r.flagged else 'not flagged'}, ASR {r.backdoored.asr:.3f}{after}")
 
 
 @patch

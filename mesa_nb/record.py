@@ -16,7 +16,7 @@ from .threat import TriggerFamily
 __all__ = ['SCHEMA_VERSION', 'TriggerInfo', 'Attack', 'HeldOut', 'Defenses', 'TargetOutcome', 'RunRecord']
 
 # %% ../nbs/09_record.ipynb #705df702
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass
@@ -89,10 +89,11 @@ class TargetOutcome(JsonRecord):
     "One (trigger, target) of a model with several backdoors: whether detection flagged the class, and the trigger before and after the repair."
     trigger: TriggerInfo                # the trigger and its target
     flagged: bool                       # detection flagged its target
-    p_value: float | None               # its target's p-value as an outlier (`defense.class_pvalues`); None: not computable
+    p_value: float | None               # its target's p-value as an outlier (`defense.class_pvalues`) in the round that flagged it (else the first); None: not computable
     clean: Evaluation                   # the clean model: the trigger's ASR, and the surface towards its target (the floor of the rows below)
     backdoored: Evaluation              # the backdoored model
     repaired: Evaluation | None = None  # the model MESA returned, every class repaired in turn; None: no removal
+    round: int | None = None            # the detection round that flagged it (1: on the backdoored model; 2: after the first repairs); None: not flagged or not recorded
 
 # %% ../nbs/09_record.ipynb #cf8ef533
 @dataclass(kw_only=True)
@@ -108,6 +109,7 @@ class RunRecord(JsonRecord):
     clean: Evaluation
     attack: Attack
     detection: Detection
+    redetections: list[Detection] = field(default_factory=list)   # `repair_flagged`: each later detection, on the model the previous round's repairs returned
     defense: Defenses = field(default_factory=Defenses)
     neural_cleanse: NCDetection | None = None   # Neural Cleanse's detector, when the run scored it (`neural_cleanse` setting)
     family: TriggerFamily | None = None         # the triggers every surface was measured on (None: a record of version 1)

@@ -166,7 +166,7 @@ def target_table(rec: RunRecord) -> str:
             "surface after: largest ASR | share at ASR ≥ 0.5 | largest excess over the clean model (points) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rec.targets:
         a, s = r.repaired, r.repaired and r.repaired.surface
-        rows.append(f"| {r.trigger.label} → {r.trigger.target} | {'yes' if r.flagged else 'no'} ({p(r.p_value)}) | {_pct(r.clean.asr)} | {_pct(r.backdoored.asr)} | "
+        rows.append(f"| {r.trigger.label} → {r.trigger.target} | {('yes' if (r.round or 1) == 1 else f'yes, round {r.round}') if r.flagged else 'no'} ({p(r.p_value)}) | {_pct(r.clean.asr)} | {_pct(r.backdoored.asr)} | "
                     f"{_pct(a and a.asr)} | {_pct(a and a.accuracy)} | {'–' if s is None else f'{s.max:.2f}'} | {_pct(s and s.above_05)} | {_pts(s and s.excess_max)} |")
     return "\n".join(rows)
 

@@ -328,6 +328,7 @@ def test_batch_on_a_dask_local_cluster(tmp_path):
     ("run", ["--check-triggers", "0"], "setting check_triggers (--check-triggers) must be an integer >= 1"),
     ("run", ["--bank", "0"], "setting bank (--bank) must be an integer >= 1"),
     ("run", ["--detect-steps", "0"], "setting detect_steps (--detect-steps) must be an integer >= 1"),
+    ("run", ["--rounds", "0"], "setting rounds (--rounds) must be an integer >= 1; got 0"),
     ("run", ["--retrain-lr", "inf"], "setting retrain_lr (--retrain-lr) must be a learning rate > 0"),
     ("run", ["--label-smoothing", "1"], "setting label_smoothing (--label-smoothing) must be a number in [0, 1)"),
     ("run", ["--weight-decay", "-0.1"], "setting weight_decay (--weight-decay) must be a number >= 0"),
