@@ -13,7 +13,7 @@ them)? Under top sources drawn at random it happens with probability D_K / (K-1)
 K = 10). It prints how many of the zoo's cached clean models and how many all-to-all models (one per trigger of
 `--triggers`) it flags.
 Run: python scripts/all_to_all.py [--ratio 0.3] [--epochs 40] [--steps 100] [--seed 0]
-     python scripts/all_to_all.py --clean-zoo outputs/zoo-digits-s0 --triggers 170 color:3 bw:1 0
+     python scripts/all_to_all.py --clean-zoo outputs/zoo-digits-s0 --triggers 170 color:3 bw:1 0 [--mask]
 """
 import argparse
 import time
@@ -30,16 +30,18 @@ from mesa_nb.search import SearchSettings, source_asr
 from mesa_nb.threat import backdoor, canonical_trigger, parse_trigger, trigger_outcomes
 
 
-def checked(model, pool, mesa, steps, seed):
-    "Detection as a run does it (known size 3x3), with the library's all-to-all check (`defense.all_to_all_check`)."
-    return detect(model, pool, 3, mesa, DetectSettings(detect_steps=steps, check_all_to_all=True), seed=seed, device="cpu")[0]
+def checked(model, pool, mesa, steps, seed, size=3):
+    "Detection as a run does it (known size 3x3, or masks with size None), with the library's all-to-all check (`defense.all_to_all_check`)."
+    return detect(model, pool, size, mesa, DetectSettings(detect_steps=steps, check_all_to_all=True), seed=seed, device="cpu")[0]
 
 
 def permutation_check(a, train, pool, held, mesa):
     "The check on a zoo's cached clean models and on one all-to-all model per trigger."
     print(f"null: all 10 top sources different with probability {permutation_pvalue(10):.1e} when drawn at random")
     clean = sorted(Path(a.clean_zoo).glob("clean-*.safetensors"))
-    hits = [checked(load_model(p, "cpu"), pool, mesa, a.steps, a.seed).all_to_all for p in clean]
+    size = None if a.mask else 3
+    print(f"detection with {'masks (the size unknown)' if a.mask else 'a known size, 3x3'}")
+    hits = [checked(load_model(p, "cpu"), pool, mesa, a.steps, a.seed, size).all_to_all for p in clean]
     print(f"clean models of {a.clean_zoo}: {sum(hits)} of {len(hits)} flagged")
     base = load_model(clean[0], "cpu")
     for spec in a.triggers:
@@ -47,7 +49,7 @@ def permutation_check(a, train, pool, held, mesa):
         m = build_model("smallcnn"); m.load_state_dict(base.state_dict())
         backdoor(m, train, t, ratio=a.ratio, epochs=a.epochs, lr=0.05, schedule="onecycle", device="cpu", all_to_all=True)
         asr = trigger_outcomes(m, held, t, device="cpu", shift=1)[0]
-        det = checked(m, pool, mesa, a.steps, a.seed)
+        det = checked(m, pool, mesa, a.steps, a.seed, size)
         print(f"all-to-all {t.name}: c -> c + 1 on {asr:.1%} of held-out images; {det.verdict()}; all-to-all check: {'flagged' if det.all_to_all else 'not flagged'}")
 
 
@@ -59,6 +61,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clean-zoo", default=None, help="a zoo folder whose cached clean models the permutation check is tried on")
     ap.add_argument("--triggers", nargs="*", default=["170"], help="with --clean-zoo: one all-to-all model per trigger")
+    ap.add_argument("--mask", action="store_true", help="with --clean-zoo: detection with masks over the whole image (the size unknown), as the zoos ran")
     a = ap.parse_args()
     keep_freed_memory()
     seed_everything(a.seed)
