@@ -576,7 +576,7 @@ class DefenseReport(JsonRecord):
         lines.append(d.verdict() + ("" if d.flagged else ": no backdoor detected; model returned unchanged"))
         for i, r in enumerate(self.redetections, start=2):
             lines.append(f"detection round {i}, on the model repaired so far: " + (r.verdict() if r.flagged else "nothing flagged"))
-        if self.rounds_line(): lines.append(self.rounds_line())
+        if line := self.rounds_line(): lines.append(line)
         if self.family is not None and self.mesa: lines.append(f"residual surface: the ASR of {self.family.size} triggers ({self.family.kind}: "
                                                                + ", ".join(f"{n} {k}" for k, n in self.family.groups.items()) + ") on the held-out images")
         for c, cands in self.mesa.items():

@@ -364,9 +364,9 @@ def defend(self: Run):
     if self.repairs:      # the backdoored model's surface, measured by `defend` before the repair: the size of what must be removed, and the valid set
         b = report.before.get(str(cfg.target)) or self._evaluate(model)          # (the target not flagged, with repair_flagged: measured here)
         attack = self.record["attack"] = replace(self.record["attack"], surface=b.surface)
-        if cfg.target in report.searches:
+        if cfg.target in report.searches:                                      # (no search of it: the target was not flagged, with repair_flagged)
             self.record["coverage"] = coverage(report.searches[cfg.target], cfg.target, attack.surface, self.family, self.trigger, seed=cfg.seed)
-        if self.record["coverage"]: self.log(f"Lemma 1: {self.record['coverage'].line()}")
+        if self.record.get("coverage"): self.log(f"Lemma 1: {self.record['coverage'].line()}")
     self.timing.update(detection=report.timing["detection"], mesa=report.timing["defense"])
     if cfg.save_models and report.chosen: save_model(repaired, self.path/"repaired.safetensors", chosen=report.chosen)
     self.log(report.summary())

@@ -439,6 +439,20 @@ def test_two_backdoors_in_one_model(tmp_path):
     assert (run/"surface-t5.png").is_file() and "| color:3 → 5 |" in r.stdout
 
 
+def test_a_run_repairs_what_detection_flags_round_after_round(tmp_path):
+    "--repair-flagged: the run repairs the flagged classes as `defend` does, detects again, and finishes when its target is missed."
+    r = run_cli("run", "--preset", "smoke", "--repair-flagged", "--device", "cpu", "--out", tmp_path/"found")
+    assert r.returncode == 0, r.stderr
+    rec = read_record(tmp_path/"found"/"digits-smallcnn-170-t0-s0"/"metrics.json")
+    assert rec.detection.flagged == [0] and len(rec.redetections) >= 1                # class 0 repaired, then detection again on the result
+    assert rec.defense.mesa and rec.attack.surface is not None
+    r = run_cli("run", "--preset", "smoke", "--repair-flagged", "--significance", "1e-12", "--device", "cpu", "--out", tmp_path/"missed")
+    assert r.returncode == 0, r.stderr                                              # the target missed: nothing repaired, the run still complete
+    rec = read_record(tmp_path/"missed"/"digits-smallcnn-170-t0-s0"/"metrics.json")
+    assert rec.detection.flagged == [] and rec.redetections == [] and rec.defense.mesa == {}
+    assert rec.attack.surface is not None and rec.coverage is None and rec.defense.ideal is not None   # the backdoored surface measured by the run itself
+
+
 @pytest.mark.parametrize("spec, extra, message", [
     ("170@0,color:3@0", [], "share target 0: give each trigger its own class"),
     ("170@0,color:3@12", [], "target class 12 is outside the label range [0, 10)"),
