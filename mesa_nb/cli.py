@@ -27,7 +27,7 @@ from .core import MesaError, RunBusy, as_device, check, check_out_folder, one_li
 from .data import ImageSet, as_image_set, load_dataset, load_image_folder, normalize, to_float
 from .defense import FLAG_RULES, DetectSettings, RepairSettings, Retrain, defend
 from .experiment import PRESETS, RunConfig, make_config, run_name
-from .models import SCHEDULES, read_checkpoint, save_model
+from .models import SCHEDULES, cpu_bf16, read_checkpoint, save_model
 from .report import collect, run_table, summary_table, write_report
 from .search import ENSEMBLES, OBJECTIVES, SearchSettings
 from .threat import CANONICAL_IDS, LOCATIONS
@@ -276,6 +276,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--mean", type=float, nargs="+", default=None, help="the model's input normalization, per channel (default: the images')")
     d.add_argument("--std", type=float, nargs="+", default=None, help="its per-channel standard deviation (with --mean, or neither)")
     d.add_argument("--out", default="outputs/defend", help="output folder (default: outputs/defend)")
+    d.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
+                   help="train, search and reverse in bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), as CUDA always does: "
+                        "about 2x faster on 32x32 images (default: float32 on a CPU)")
     d.add_argument("--trigger-size", type=trigger_size, default=None,
                    help="the trigger's side in pixels, or 'unknown': generators of a pattern and an opacity mask over the whole image, "
                         "with a prior on area (for patches of any size and blended triggers) (default: 3)")
@@ -364,9 +367,10 @@ def _defend_cli(args) -> int:
     settings = {name: cls(**given(args, cls)) for name, cls in DEFEND_SETTINGS.items()}   # each checks its options, before any work
     check_model(model, ds, how, device); check_per_class(ds)        # one forward pass on a few images, before any search
     if args.images and Path(args.images).is_dir(): print("classes: " + ", ".join(f"{c} {n}" for c, n in enumerate(ds.classes)))
-    report, repaired = defend(model, x, y, n_cls, mean, std, recipe=Retrain(**given(args, Retrain, prefix="retrain_")),
-                              **settings, **given(args, defend, skip=DEFEND_SKIP),
-                              **({} if args.trigger_size is None else {"trigger_size": None if args.trigger_size == "unknown" else args.trigger_size}))
+    with cpu_bf16(args.bf16):
+        report, repaired = defend(model, x, y, n_cls, mean, std, recipe=Retrain(**given(args, Retrain, prefix="retrain_")),
+                                  **settings, **given(args, defend, skip=DEFEND_SKIP),
+                                  **({} if args.trigger_size is None else {"trigger_size": None if args.trigger_size == "unknown" else args.trigger_size}))
     out.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))   # written in full first, then swapped in: never a mix of two defenses
     try: _write_defense(report, repaired, new, args.seed or 0)

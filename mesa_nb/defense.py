@@ -21,7 +21,7 @@ from .data import ImageSet, Split, as_image_set, batches, defender_split, normal
 from .search import (AREA, ENSEMBLES, Objective, SearchResult, SearchSettings, as_objective, check_ensemble, frozen, pattern_numbers, per_class_asr, search, search_classes,
                             source_asr, trigger_asr)
 from .mine import knn_entropy
-from .models import accuracy, fit, forward
+from .models import accuracy, fit, forward, fused
 from .threat import MASKS, Trigger, TriggerFamily, attack_success_rate, check_fits, stamp, stamp_some, trigger_family, trigger_outcomes
 
 # %% auto #0
@@ -375,10 +375,11 @@ def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
     opt = torch.optim.SGD([p], lr=lr, momentum=momentum)
     loss_sum = torch.zeros((), device=device)
     masked = shape[0] == C + 1
-    with frozen(model, device):
+    with frozen(model, device) as m:
+        net = fused(m)                                                        # BatchNorm folded into the convolutions, as the search scores
         for _ in range(epochs):
             for xb, _ in batches(ds, batch_size, shuffle=True, drop_last=True, device=device, generator=g):
-                logits = forward(model, normalize(stamp(to_float(xb), p, location), ds.mean, ds.std))
+                logits = forward(net, normalize(stamp(to_float(xb), p, location), ds.mean, ds.std), None)   # bf16 as `use_cpu_bf16` says
                 loss = F.cross_entropy(logits, torch.full((len(logits),), target, device=device))
                 if masked: loss = loss + area * p[C].mean()
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()

@@ -24,7 +24,7 @@ from .data import CLASSES, DATASETS, IMAGE_SHAPES, defender_split, load_dataset
 from .defense import (REMOVALS, SIGNIFICANCE, DetectSettings, Evaluation, NCDetection, RemovalTask, RepairSettings, Retrain, coverage, defend,
                              evaluate, neural_cleanse, run_removal)
 from .search import AREA, BLEND_AREA, SearchSettings, as_objective
-from .models import MODELS, SCHEDULES, build_model, fit, load_model, save_model
+from .models import MODELS, SCHEDULES, build_model, cpu_bf16, fit, load_model, native_bf16, save_model, use_cpu_bf16
 from .record import Attack, Defenses, HeldOut, RunRecord, TargetOutcome, TriggerInfo
 from .threat import LOCATIONS, backdoor, family_size, parse_triggers, trigger_family, trigger_spec
 from .viz import embed, plot_detection, plot_embedding, plot_surface_shift, plot_training_curves, plot_trigger_grid, save_figures
@@ -61,6 +61,7 @@ class RunConfig:
     neural_cleanse: bool = False     # also score every class by Neural Cleanse's anomaly index (a detection baseline)
     seed: int = 0                    # seeds the clean model, the attack, the defender's split and every search
     device: str | None = None        # "cpu", "cuda" or "cuda:N" (default: CUDA if present, else CPU)
+    bf16: bool = False               # train, search and reverse in bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), as CUDA always does
     out_dir: str | None = None       # experiment folder; the run writes <out_dir>/<run name>/ (None: a temporary one)
     save_models: bool = True         # keep backdoored.safetensors and repaired.safetensors in the run folder
     clean_epochs: int = 3            # clean training on the attacker's 50K (digits: 1,000) images: epochs
@@ -160,7 +161,7 @@ PRESETS = {
     "quick": dict(clean_epochs=15, attack_epochs=15, detect_steps=100, search_steps=150, search_batch=32, bank=2048,
                   check_triggers=32, check_images=64, retrain_ratio=0.2, retrain_epochs=10, retrain_schedule="cosine", baseline_runs=5, reverse_epochs=5,
                   surface_images=32),
-    "cpu": dict(dataset="cifar10", clean_epochs=6, clean_batch_size=256, ratio=0.1, attack_epochs=3, attack_lr=0.01,
+    "cpu": dict(dataset="cifar10", bf16=True, clean_epochs=6, clean_batch_size=256, ratio=0.1, attack_epochs=3, attack_lr=0.01,
                 detect_steps=200, search_steps=300, search_batch=32, bank=2048, check_triggers=32, check_images=64,
                 retrain_ratio=0.2, retrain_epochs=2, retrain_lr=0.01, retrain_schedule="cosine", retrain_batch_size=128, retrain_seeds=3,
                 baseline_runs=5, reverse_epochs=2, surface_images=16),
@@ -191,7 +192,7 @@ def run_name(cfg: RunConfig) -> str:
 
 
 CLEAN_FIELDS = ("dataset", "model", "seed", "clean_epochs", "clean_lr", "clean_batch_size", "label_smoothing")
-MACHINE_FIELDS = ("device", "data_dir", "out_dir", "save_models")   # where and how a run runs, not what it measures
+MACHINE_FIELDS = ("device", "bf16", "data_dir", "out_dir", "save_models")   # where and how a run runs, not what it measures
 
 
 def settings(cfg: RunConfig) -> dict:
@@ -243,11 +244,15 @@ class Run:
     def __init__(self, cfg: RunConfig, log=print):
         self.cfg, self.log = cfg, log
         self.device = as_device(cfg.device)
+        use_cpu_bf16(cfg.bf16)                                # the run owns its process (a papermill kernel, or `run_experiment`'s block)
         out = Path(cfg.out_dir) if cfg.out_dir else Path(tempfile.mkdtemp(prefix="mesa-nb-"))
         self.out_dir, self.path = out, out/run_name(cfg)
         check(finished(self.path, cfg) is None,               # (and refuses one with other settings)
               f"{self.path} holds a finished run with these settings (metrics.json): delete the folder to redo it")
         self.dir = RunDir(self.path, self.device)
+        bf16 = (cfg.bf16 or self.device.type == "cuda") and native_bf16(self.device)
+        self.dir.environment["training_arithmetic"] = "bf16 autocast" if bf16 else "float32"   # of training, searches and reversals
+        self.dir.write_json("environment.json", self.dir.environment)
         self.dir.write_json("config.json", asdict(cfg))
         self.t0 = time.perf_counter()
         self.train = load_dataset(cfg.dataset, "train", cfg.data_dir)
@@ -469,7 +474,8 @@ def run_experiment(cfg: RunConfig, figures: bool = True, log=print) -> RunRecord
     "One whole run in this process (what the experiment notebook does cell by cell): the record, or the finished one."
     done = finished(Path(cfg.out_dir or "")/run_name(cfg), cfg) if cfg.out_dir else None
     if done is not None: log(f"{run_name(cfg)}: finished earlier, skipping"); return done
-    run = Run(cfg, log)
-    run.attack(); run.defend(); run.removals(); run.neural_cleanse()
-    if figures: run.figures(); plt.close("all")
-    return run.finish()
+    with cpu_bf16(cfg.bf16):
+        run = Run(cfg, log)
+        run.attack(); run.defend(); run.removals(); run.neural_cleanse()
+        if figures: run.figures(); plt.close("all")
+        return run.finish()

@@ -12,6 +12,7 @@ import re
 import time
 import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -26,8 +27,8 @@ from .data import ImageSet, augment, batches, normalize, to_float
 
 # %% auto #0
 __all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'channels_last',
-           'prepare', 'native_bf16', 'forward', 'fit', 'fused', 'predict', 'accuracy', 'save_model', 'read_checkpoint',
-           'load_weights', 'load_model']
+           'prepare', 'native_bf16', 'use_cpu_bf16', 'cpu_bf16', 'forward', 'fit', 'fused', 'predict', 'accuracy',
+           'save_model', 'read_checkpoint', 'load_weights', 'load_model']
 
 # %% ../nbs/02_models.ipynb #325552fa
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -128,10 +129,28 @@ def native_bf16(device) -> bool:
     return d.type == "cpu" and torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+_CPU_BF16 = [False]   # the process's setting of `use_cpu_bf16`
+
+
+def use_cpu_bf16(enabled: bool = True) -> bool:
+    "Train, search and reverse triggers under bf16 autocast on a CPU that computes bf16 natively, as on CUDA (False: float32 there); the previous setting."
+    prev, _CPU_BF16[0] = _CPU_BF16[0], bool(enabled)
+    return prev
+
+
+@contextmanager
+def cpu_bf16(enabled: bool = True):
+    "`use_cpu_bf16(enabled)` inside the block, the previous setting after it."
+    prev = use_cpu_bf16(enabled)
+    try: yield
+    finally: use_cpu_bf16(prev)
+
+
 def forward(model: nn.Module, x: torch.Tensor,
-            bf16: bool = False) -> torch.Tensor:   # also on a CPU with native bf16 (`native_bf16`): for measurements, never training
-    "Float32 logits of a normalized batch (B, C, H, W): channels-last where `channels_last` says so, bf16 autocast on CUDA (and with `bf16` where native)."
+            bf16: bool | None = False) -> torch.Tensor:   # True: also on a CPU with native bf16 (`native_bf16`); None: as `use_cpu_bf16` set it
+    "Float32 logits of a normalized batch (B, C, H, W): channels-last where `channels_last` says so, bf16 autocast on CUDA (and on a native-bf16 CPU as `bf16` says)."
     cuda = x.device.type == "cuda"
+    if bf16 is None: bf16 = _CPU_BF16[0]
     if channels_last(model, x.device): x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda or (bf16 and native_bf16(x.device))):
         return model(x).float()                                         # (B, num_classes)
@@ -172,7 +191,7 @@ def fit(model: nn.Module,
             x = to_float(xb)                                            # (B, C, H, W) in [0, 1]
             if augmentation: x = augment(x)
             if transform is not None: x, yb = transform(x, yb)
-            logits = forward(model, normalize(x, ds.mean, ds.std))     # (B, num_classes)
+            logits = forward(model, normalize(x, ds.mean, ds.std), None)   # (B, num_classes); bf16 as `use_cpu_bf16` says
             loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -214,7 +233,7 @@ def predict(model: nn.Module,
     for xb, yb in batches(ds, batch_size, shuffle=False, device=device):
         x = to_float(xb)
         if transform is not None: x = transform(x, yb)
-        logits = forward(net, normalize(x, ds.mean, ds.std))
+        logits = forward(net, normalize(x, ds.mean, ds.std), None)     # bf16 as `use_cpu_bf16` says
         check(logits.ndim == 2 and logits.shape[1] == ds.num_classes,
               f"the model returned shape {tuple(logits.shape)}; expected (batch, {ds.num_classes}) logits for {ds.num_classes} classes")
         out.append(logits.argmax(1))

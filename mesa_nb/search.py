@@ -161,8 +161,8 @@ class ClassifierTest:
         else: idx = torch.randint(0, len(self.images), (n,), generator=self.rng, device=self.device)
         imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B*m, C, H, W)
         c = self.chunk or n                                                    # one pass when it fits: no slice or cat in the backward
-        logits = forward(self.model, imgs) if n <= c else torch.cat([forward(self.model, imgs[i:i + c]) for i in range(0, n, c)])
-        p = logits.softmax(-1)                                                 # (K*B*m, classes): bf16 autocast on CUDA
+        logits = forward(self.model, imgs, None) if n <= c else torch.cat([forward(self.model, imgs[i:i + c], None) for i in range(0, n, c)])
+        p = logits.softmax(-1)                                                 # (K*B*m, classes): bf16 autocast on CUDA (on CPU as `use_cpu_bf16` says)
         p = p.view(K, B * self.m, -1).gather(2, targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
         return p.view(K, B, self.m).mean(-1)                                   # (K, B)
 
@@ -186,7 +186,7 @@ def trigger_asr(model: nn.Module,             # the classifier (used in eval mod
                 images: int = 64,              # non-target images per trigger
                 seed: int = 0,                 # seeds image draws and locations
                 chunk: int = 2048,             # stamped images per classifier call (on a CPU, 2,048 ran twice as fast as 8,192)
-                bf16: bool = False,            # classify in bf16 where the device computes it natively (`models.forward`)
+                bf16: bool | None = None,      # classify in bf16 where the device computes it natively (`models.forward`; None: as `use_cpu_bf16` says)
                 device=None) -> Tensor:
     "Hard ASR of each trigger: fraction of its stamped non-target images classified as `target`, (n,)."
     dev = as_device(device)

@@ -12,6 +12,8 @@
 (2) K = 10 generators (one per class, the detection case) trained side by side, one classifier pass over
     the 10 x 128 concatenated batch, against 10 separate K = 1 searches each taking one step.
 (3) one search step on the classifier as it trains (BatchNorm kept) against the folded copy the search uses.
+(4) on a CPU that computes bf16 natively: one search step under bf16 autocast (`models.use_cpu_bf16`, on in the
+    `cpu` preset) against the same step in float32.
 Pairs are timed in alternating rounds and the median round is reported.
 Run: python scripts/bench_search.py [--device cpu|cuda] [--rounds 5] [--resnet-k10]
 """
@@ -23,7 +25,7 @@ from mesa_nb.core import as_device
 from mesa_nb.data import ImageSet
 from mesa_nb.search import OBJECTIVES, ClassifierTest, frozen, normalized_images
 from mesa_nb.mesa import Networks, SubModels
-from mesa_nb.models import build_model, forward, fused
+from mesa_nb.models import build_model, cpu_bf16, forward, fused, native_bf16
 from mesa_nb.threat import stamp
 
 from bench_train import print_header, timed_pair   # the shared timer (this folder)
@@ -92,6 +94,21 @@ def bench_side_by_side(name, size, device, rounds, k=10, batch=128, hidden=512):
           f"{t_sep / t_tog:.2f}x | {t_tog / (t_sep / k):.2f}x |")
 
 
+def bench_bf16(name, size, device, rounds, batch=128, objective="maxent"):
+    "One search step under `cpu_bf16` (how the `cpu` preset searches) against the same step in float32."
+    torch.manual_seed(0)
+    ds, ob = fake_images(1024, size), OBJECTIVES[objective]
+    with frozen(build_model(name), device) as bare:
+        Fk = ClassifierTest(fused(bare), ds, [0], seed=0, device=device, trigger_images=ob.trigger_images)
+        sm = SubModels(27, [0.8], seed=0, device=device, entropy=ob.entropy, slack=ob.slack)
+
+        def step(bf16):
+            with cpu_bf16(bf16): sm.step(Fk, batch // ob.trigger_images)
+
+        t32, t16 = timed_pair(lambda: step(False), lambda: step(True), device, rounds)
+    print(f"| {name} | {objective} | {size}x{size} | {t32 * 1e3:,.1f} ms | {t16 * 1e3:,.1f} ms | {t32 / t16:.2f}x |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -111,6 +128,11 @@ def main():
     print("| model | input | BatchNorm kept | folded | speedup |")
     print("|---|---|---|---|---|")
     for name, size in (("resnet18", 32), ("smallcnn", 32), ("smallcnn", 16)): bench_fold(name, size, device, a.rounds)
+    if device.type == "cpu" and native_bf16(device):
+        print("\n(4) one search step under bf16 autocast (`use_cpu_bf16`, the `cpu` preset) against float32, on a CPU with native bf16\n")
+        print("| model | objective | input | float32 | bf16 | speedup |")
+        print("|---|---|---|---|---|---|")
+        for name, size in (("smallcnn", 32), ("smallcnn", 16)): bench_bf16(name, size, device, a.rounds)
     print("\n(2) K = 10 generators side by side against 10 separate searches (one step each)\n")
     print("| model | input | generator width | samples | 10 separate steps | side by side | speedup | side by side / one K=1 step |")
     print("|---|---|---|---|---|---|---|---|")

@@ -6,7 +6,8 @@ For each model and input size it times, on the same batch:
          backward, SGD update;
 and prints images/s for both and their ratio (how much the training pipeline adds to the floor). On CPU it also
 times the full step of the same network in the default (contiguous) memory layout against channels-last, the
-layout the library's networks train in, and prints the gain. Pairs are timed in alternating rounds and the median
+layout the library's networks train in, and prints the gain; on a CPU that computes bf16 natively, also the full step
+under bf16 autocast (how the `cpu` preset trains, `RunConfig.bf16`) against float32. Pairs are timed in alternating rounds and the median
 round is reported.
 Run: python scripts/bench_train.py [--device cpu|cuda] [--repeats 4]
 """
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from mesa_nb.core import as_device, environment
 from mesa_nb.data import augment, normalize, to_float
-from mesa_nb.models import build_model, channels_last, count_params, forward, prepare
+from mesa_nb.models import build_model, channels_last, count_params, forward, native_bf16, prepare
 
 
 def sync(device):
@@ -64,19 +65,24 @@ def bench(name, size, device, repeats, batch=128):
         loss = F.cross_entropy(forward(model, x_ready), y)
         model.zero_grad(set_to_none=True); loss.backward()      # fresh gradients, as in a real step
 
-    def make_step(m, o):
+    def make_step(m, o, bf16=False):
         def step():
-            loss = F.cross_entropy(forward(m, normalize(augment(to_float(xb)), mean, std)), y)
+            loss = F.cross_entropy(forward(m, normalize(augment(to_float(xb)), mean, std), bf16), y)
             o.zero_grad(set_to_none=True); loss.backward(); o.step()
         return step
 
-    fns = [bare, make_step(model, opt)]
+    sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    fns, cpu_bf16 = [bare, make_step(model, opt)], device.type == "cpu" and native_bf16(device)
     if device.type == "cpu":                                    # the same network and weights in the default layout
         plain = build_model(name).to(device).train(); plain.load_state_dict(model.state_dict()); plain.arch = None   # no arch: left contiguous
-        fns.append(make_step(plain, torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)))
-    t_bare, t_step, *t_plain = timed_all(fns, device, repeats=repeats)
-    layout = f"{batch / t_plain[0]:,.0f} | {t_plain[0] / t_step:.2f}x" if t_plain else "– | –"
-    print(f"| {name} | {size}x{size} | {count_params(model) / 1e6:.2f} M | {batch / t_bare:,.0f} | {batch / t_step:,.0f} | {t_step / t_bare:.2f}x | {layout} |")
+        fns.append(make_step(plain, sgd(plain)))
+    if cpu_bf16:                                                # and in channels-last under bf16 autocast (`use_cpu_bf16`, the `cpu` preset)
+        twin = prepare(build_model(name), device).train(); twin.load_state_dict(model.state_dict())
+        fns.append(make_step(twin, sgd(twin), bf16=True))
+    t_bare, t_step, *rest = timed_all(fns, device, repeats=repeats)
+    layout = f"{batch / rest[0]:,.0f} | {rest[0] / t_step:.2f}x" if device.type == "cpu" else "– | –"
+    bf16 = f"{batch / rest[-1]:,.0f} | {t_step / rest[-1]:.2f}x" if cpu_bf16 else "– | –"
+    print(f"| {name} | {size}x{size} | {count_params(model) / 1e6:.2f} M | {batch / t_bare:,.0f} | {batch / t_step:,.0f} | {t_step / t_bare:.2f}x | {layout} | {bf16} |")
 
 
 def main():
@@ -86,8 +92,9 @@ def main():
     a = p.parse_args()
     device = as_device(a.device)
     print_header(device)
-    print("| model | input | params | fwd+bwd img/s | full train step img/s | step / fwd+bwd | contiguous layout step img/s | channels-last gain |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | input | params | fwd+bwd img/s | full train step img/s | step / fwd+bwd | contiguous layout step img/s | channels-last gain "
+          "| bf16 step img/s (native-bf16 CPU) | bf16 gain over float32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     bench("smallcnn", 16, device, a.repeats)
     bench("smallcnn", 32, device, a.repeats)
     bench("resnet18", 32, device, max(1, a.repeats // 4))

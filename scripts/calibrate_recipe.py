@@ -23,7 +23,7 @@ from mesa_nb.core import check, read_json, seed_everything, write_json
 from mesa_nb.data import defender_split, load_dataset
 from mesa_nb.defense import Retrain, evaluate, fixed_sampler, unlearn
 from mesa_nb.experiment import clean_model, make_config
-from mesa_nb.models import load_model, save_model
+from mesa_nb.models import load_model, save_model, use_cpu_bf16
 from mesa_nb.threat import backdoor, parse_trigger
 
 CALIBRATION = ["170", "113", "color:0", "3"]
@@ -47,13 +47,16 @@ def main():
     ap.add_argument("--clean-dir", default="outputs/cifar-eval", help="where the preset's clean model is cached (a batch there reuses it)")
     ap.add_argument("--out", default="outputs/calibration")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="attack and retrain in bf16 on a CPU that computes it natively (default: the preset's, RunConfig.bf16)")
     ap.add_argument("--prepare-only", action="store_true", help="make the clean and backdoored models, retrain nothing")
     ap.add_argument("--summary", action="store_true", help="print the table of what --out holds, retrain nothing")
     a = ap.parse_args()
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     results = read_json(out/"calibration.json") if (out/"calibration.json").is_file() else {}
     if a.summary: return summary(results, a.recipes, a.triggers)
-    cfg0 = make_config(a.preset, data_dir=a.data_dir, device=a.device)
+    cfg0 = make_config(a.preset, data_dir=a.data_dir, device=a.device, bf16=a.bf16)
+    use_cpu_bf16(cfg0.bf16)                              # as a run of the preset trains
     train = load_dataset(cfg0.dataset, "train", cfg0.data_dir)
     test = load_dataset(cfg0.dataset, "test", cfg0.data_dir)
     pool, held = defender_split(test, cfg0.seed)

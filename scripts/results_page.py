@@ -88,22 +88,22 @@ def output_block(path: Path, commands: list[str], **_) -> str | None:
 PATH = "PATH/TO/cifar-10-batches-py"
 BLOCKS = {   # name -> (folder under --outputs, how to render it, the commands that made the records)
     "cifar10-eval": ("cifar-eval", batch_block, [
-        f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger 0 7 color:1 bw:3:4 none --choose surface --workers 1 --out outputs/cifar-eval",
-        f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger blend:1:0.1 2 1 5 94 97 color:2 30 --workers 1 --out outputs/cifar-eval",
-        f"mesa-nb batch --preset cpu --dataset cifar10 --data-dir {PATH} --trigger none --seeds 1 --workers 1 --out outputs/cifar-eval"]),
+        f"mesa-nb batch --preset cpu --no-bf16 --dataset cifar10 --data-dir {PATH} --trigger 0 7 color:1 bw:3:4 none --choose surface --workers 1 --out outputs/cifar-eval",
+        f"mesa-nb batch --preset cpu --no-bf16 --dataset cifar10 --data-dir {PATH} --trigger blend:1:0.1 2 1 5 94 97 color:2 30 --workers 1 --out outputs/cifar-eval",
+        f"mesa-nb batch --preset cpu --no-bf16 --dataset cifar10 --data-dir {PATH} --trigger none --seeds 1 --workers 1 --out outputs/cifar-eval"]),
     "cifar10-eval-surface-check": ("surface-check.log", output_block, [
         "python scripts/surface_check.py outputs/cifar-eval/cifar10-smallcnn-{0,1,2,5,7,30,94,97,color1,color2}-t0-s0 --images 128 "
         f"--data-dir {PATH} > outputs/surface-check.log"]),
     "calibration-cifar10": ("calibration", calibration_block, [
-        f"python scripts/calibrate_recipe.py --data-dir {PATH} --seeds 0 1"]),
+        f"python scripts/calibrate_recipe.py --no-bf16 --data-dir {PATH} --seeds 0 1"]),
     "flag-rules": ("flag_rules.txt", output_block, [
         "mesa-nb zoo --preset quick --clean 20 --backdoored 20 --zoo-seed 0 --out-dir outputs/zoo-digits-s0",
         "mesa-nb zoo --preset quick --clean 20 --backdoored 20 --zoo-seed 1 --out-dir outputs/zoo-digits-s1",
-        f"mesa-nb zoo --preset cpu --dataset cifar10 --data-dir {PATH} --clean 8 --backdoored 10 --zoo-seed 2 --workers 1 --out-dir outputs/zoo-cifar-s2",
-        f"mesa-nb zoo --preset cpu --dataset cifar10 --data-dir {PATH} --clean 8 --backdoored 10 --zoo-seed 3 --workers 1 --out-dir outputs/zoo-cifar-s3",
+        f"mesa-nb zoo --preset cpu --no-bf16 --dataset cifar10 --data-dir {PATH} --clean 8 --backdoored 10 --zoo-seed 2 --workers 1 --out-dir outputs/zoo-cifar-s2",
+        f"mesa-nb zoo --preset cpu --no-bf16 --dataset cifar10 --data-dir {PATH} --clean 8 --backdoored 10 --zoo-seed 3 --workers 1 --out-dir outputs/zoo-cifar-s3",
         "mesa-nb run --preset quick --trigger 170@0,color:3@5 --out-dir outputs/multi",
         "mesa-nb run --preset quick --trigger 170@0,color:3@5 --mask --out-dir outputs/multi-mask",
-        f"mesa-nb run --preset cpu --dataset cifar10 --data-dir {PATH} --trigger 170@0,color:3@5 --out-dir outputs/multi-cifar",
+        f"mesa-nb run --preset cpu --no-bf16 --dataset cifar10 --data-dir {PATH} --trigger 170@0,color:3@5 --out-dir outputs/multi-cifar",
         "python scripts/flag_rules.py outputs/zoo-digits-s0 outputs/zoo-digits-s1 outputs/zoo-cifar-s2 outputs/zoo-cifar-s3 outputs/multi "
         "outputs/multi-mask outputs/multi-cifar outputs/cifar-eval > outputs/flag_rules.txt"]),
     "calibration-digits": ("calibration-digits", calibration_block, [

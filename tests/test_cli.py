@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from mesa_nb.record import SCHEMA_VERSION, RunRecord
+from mesa_nb.models import native_bf16
 
 
 def read_record(path) -> RunRecord:
@@ -77,7 +78,8 @@ def test_run_end_to_end_and_settings_guard(tmp_path):
     assert len(rec.clean.surface.asr) == 1024 and rec.defense.ideal.surface.excess_max is not None   # every model's surface, over the clean one
     assert (run/"surface.png").is_file() and "surface: the ASR of 1024 triggers" in r.stdout
     assert json.loads((run/"config.json").read_text())["trigger"] == "color:3"
-    again = run_cli(*args)
+    assert rec.environment["training_arithmetic"] == "float32"                # the smoke preset trains in float32 on a CPU
+    again = run_cli(*args, "--bf16")                                          # bf16 is how a run computes, like --device: not redone
     assert again.returncode == 0 and "finished earlier, not redone" in again.stdout
     assert RunRecord.read(run/"metrics.json") == rec
     other = run_cli(*args, "--alpha", "1")
@@ -244,7 +246,7 @@ def test_defend_a_users_model(tmp_path):
     assert (tmp_path/"out"/"detection.png").is_file() and (tmp_path/"out"/"triggers-class0.png").is_file()
     again = run_cli("defend", "--model", "suspect_net:make", "--weights", tmp_path/"suspect.safetensors", "--images", tmp_path/"images.npz",
                     "--mean", *test.mean, "--std", *test.std, "--detect-steps", "20", "--search-steps", "10", "--search-batch", "32", "--classes", "3",
-                    "--betas", "0.5", "--retrain-epochs", "1", "--trigger-size", "unknown", "--device", "cpu", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now, masks; the default choice
+                    "--betas", "0.5", "--retrain-epochs", "1", "--trigger-size", "unknown", "--device", "cpu", "--bf16", "--out", tmp_path/"out", env=env)   # the same folder, class 3 now, masks, in bf16 where native; the default choice
     assert again.returncode == 0, again.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["chosen"] == "ensemble of class 3" and rep["settings"]["trigger_shape"] == [4, 16, 16]   # pattern and opacity over the image
@@ -422,10 +424,11 @@ def test_workers_die_with_a_killed_batch(tmp_path):
 
 
 def test_two_backdoors_in_one_model(tmp_path):
-    r = run_cli("run", "--preset", "smoke", "--trigger", "170@0, COLOR:3@5", "--device", "cpu", "--out", tmp_path)
+    r = run_cli("run", "--preset", "smoke", "--trigger", "170@0, COLOR:3@5", "--device", "cpu", "--bf16", "--out", tmp_path)
     assert r.returncode == 0, r.stderr
     run = tmp_path/"digits-smallcnn-170-t0+color3-t5-s0"
     rec = read_record(run/"metrics.json")
+    assert rec.environment["training_arithmetic"] == ("bf16 autocast" if native_bf16("cpu") else "float32")   # --bf16, where the CPU has it
     assert json.loads((run/"config.json").read_text())["trigger"] == "170@0,color:3@5"
     assert [(t.trigger.label, t.trigger.target) for t in rec.targets] == [("170", 0), ("color:3", 5)]
     first, second = rec.targets
