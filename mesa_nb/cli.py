@@ -277,8 +277,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--std", type=float, nargs="+", default=None, help="its per-channel standard deviation (with --mean, or neither)")
     d.add_argument("--out", default="outputs/defend", help="output folder (default: outputs/defend)")
     d.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
-                   help="train, search and reverse in bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), as CUDA always does: "
-                        "about 2x faster on 32x32 images (default: float32 on a CPU)")
+                   help="every classifier pass (training, searches, evaluation) in bf16 on a CPU that computes it natively "
+                        "(AVX-512 BF16, AMX), as on CUDA: about 1.5x faster on 32x32 images (default: float32 on a CPU)")
     d.add_argument("--trigger-size", type=trigger_size, default=None,
                    help="the trigger's side in pixels, or 'unknown': generators of a pattern and an opacity mask over the whole image, "
                         "with a prior on area (for patches of any size and blended triggers) (default: 3)")

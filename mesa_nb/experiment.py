@@ -61,7 +61,7 @@ class RunConfig:
     neural_cleanse: bool = False     # also score every class by Neural Cleanse's anomaly index (a detection baseline)
     seed: int = 0                    # seeds the clean model, the attack, the defender's split and every search
     device: str | None = None        # "cpu", "cuda" or "cuda:N" (default: CUDA if present, else CPU)
-    bf16: bool = False               # train, search and reverse in bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), as CUDA always does
+    bf16: bool = False               # every classifier pass (training, searches, evaluation) in bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), as on CUDA
     out_dir: str | None = None       # experiment folder; the run writes <out_dir>/<run name>/ (None: a temporary one)
     save_models: bool = True         # keep backdoored.safetensors and repaired.safetensors in the run folder
     clean_epochs: int = 3            # clean training on the attacker's 50K (digits: 1,000) images: epochs

@@ -133,7 +133,7 @@ _CPU_BF16 = [False]   # the process's setting of `use_cpu_bf16`
 
 
 def use_cpu_bf16(enabled: bool = True) -> bool:
-    "Train, search and reverse triggers under bf16 autocast on a CPU that computes bf16 natively, as on CUDA (False: float32 there); the previous setting."
+    "Run every classifier pass that follows it (training, searches, reversals, evaluation) under bf16 autocast on a CPU that computes bf16 natively, as on CUDA (False: float32 there); the previous setting."
     prev, _CPU_BF16[0] = _CPU_BF16[0], bool(enabled)
     return prev
 
