@@ -177,7 +177,7 @@ def read_pickle(path: str | os.PathLike) -> object:
             raise MesaError(f"{path} was refused: {e}, which a dataset file never contains. The file is not a genuine "
                             "CIFAR pickle and was not executed; replace it with a fresh copy") from None
         raise MesaError(f"{path} is corrupt ({e}); replace it with a fresh copy") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, lzma.LZMAError, gzip.BadGzipFile) as e:
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError, RecursionError, lzma.LZMAError, gzip.BadGzipFile) as e:
         raise MesaError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); replace it with a fresh copy") from None
 
 # %% ../nbs/01_data.ipynb #7dd19776

@@ -21,7 +21,7 @@ from .data import ImageSet, Split, as_image_set, batches, defender_split, normal
 from .search import (AREA, ENSEMBLES, Objective, SearchResult, SearchSettings, as_objective, check_ensemble, frozen, pattern_numbers, per_class_asr, search, search_classes,
                             source_asr, trigger_asr)
 from .mine import knn_entropy
-from .models import accuracy, fit, forward, fused
+from .models import accuracy, fit, forward, fused, training_arithmetic
 from .threat import MASKS, Trigger, TriggerFamily, attack_success_rate, check_fits, stamp, stamp_some, trigger_family, trigger_outcomes
 
 # %% auto #0
@@ -884,7 +884,8 @@ def defend(model: nn.Module,                  # the suspect classifier: normaliz
                                 choice="lowest surface beyond two standard errors of the ensemble's", retrain_seeds=removal.retrain_seeds,
                                 held=held.digest(), held_images=len(held), search_images=len(search_ds),
                                 check_triggers=mesa.check_triggers, check_images=mesa.check_images),
-                           environment(device), done.before, done.choice, family, {**searches, **done.searches}, later)
+                           {**environment(device), "training_arithmetic": training_arithmetic(device)}, done.before, done.choice, family,
+                           {**searches, **done.searches}, later)
     return report, repaired
 
 # %% ../nbs/08_defense.ipynb #819b2954

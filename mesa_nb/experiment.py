@@ -24,7 +24,7 @@ from .data import CLASSES, DATASETS, IMAGE_SHAPES, defender_split, load_dataset
 from .defense import (REMOVALS, SIGNIFICANCE, DetectSettings, Evaluation, NCDetection, RemovalTask, RepairSettings, Retrain, coverage, defend,
                              evaluate, neural_cleanse, run_removal)
 from .search import AREA, BLEND_AREA, SearchSettings, as_objective
-from .models import MODELS, SCHEDULES, build_model, cpu_bf16, fit, load_model, native_bf16, save_model, use_cpu_bf16
+from .models import MODELS, SCHEDULES, build_model, cpu_bf16, fit, load_model, save_model, training_arithmetic, use_cpu_bf16
 from .record import Attack, Defenses, HeldOut, RunRecord, TargetOutcome, TriggerInfo
 from .threat import LOCATIONS, backdoor, family_size, parse_triggers, trigger_family, trigger_spec
 from .viz import embed, plot_detection, plot_embedding, plot_surface_shift, plot_training_curves, plot_trigger_grid, save_figures
@@ -231,10 +231,12 @@ def clean_model(cfg: RunConfig, train, out_dir: str | Path, log=print) -> tuple[
     seed_everything(cfg.seed)
     model = build_model(cfg.model, train.num_classes)
     t0 = time.perf_counter()
-    fit(model, train, epochs=cfg.clean_epochs, lr=cfg.clean_lr, batch_size=cfg.clean_batch_size,
-        label_smoothing=cfg.label_smoothing, device=cfg.device)
+    with cpu_bf16(cfg.bf16):                                 # as the run trains, whichever command trains the cached model
+        fit(model, train, epochs=cfg.clean_epochs, lr=cfg.clean_lr, batch_size=cfg.clean_batch_size,
+            label_smoothing=cfg.label_smoothing, device=cfg.device)
+        arithmetic = training_arithmetic(as_device(cfg.device))
     seconds = time.perf_counter() - t0
-    save_model(model, path, config={k: getattr(cfg, k) for k in CLEAN_FIELDS}, seconds=seconds)
+    save_model(model, path, config={k: getattr(cfg, k) for k in CLEAN_FIELDS}, seconds=seconds, arithmetic=arithmetic)
     log(f"clean model: trained {cfg.clean_epochs} epochs in {seconds:.1f}s -> {path.name}")
     return model, seconds
 
@@ -244,14 +246,13 @@ class Run:
     def __init__(self, cfg: RunConfig, log=print):
         self.cfg, self.log = cfg, log
         self.device = as_device(cfg.device)
-        use_cpu_bf16(cfg.bf16)                                # the run owns its process (a papermill kernel, or `run_experiment`'s block)
         out = Path(cfg.out_dir) if cfg.out_dir else Path(tempfile.mkdtemp(prefix="mesa-nb-"))
         self.out_dir, self.path = out, out/run_name(cfg)
         check(finished(self.path, cfg) is None,               # (and refuses one with other settings)
               f"{self.path} holds a finished run with these settings (metrics.json): delete the folder to redo it")
+        use_cpu_bf16(cfg.bf16)                                # for the process from here on: a run owns it (a papermill kernel; `run_experiment` restores it)
         self.dir = RunDir(self.path, self.device)
-        bf16 = (cfg.bf16 or self.device.type == "cuda") and native_bf16(self.device)
-        self.dir.environment["training_arithmetic"] = "bf16 autocast" if bf16 else "float32"   # of training, searches and reversals
+        self.dir.environment["training_arithmetic"] = training_arithmetic(self.device)   # of every classifier pass (`models.use_cpu_bf16`)
         self.dir.write_json("environment.json", self.dir.environment)
         self.dir.write_json("config.json", asdict(cfg))
         self.t0 = time.perf_counter()

@@ -5,6 +5,7 @@
 # %% ../nbs/02_models.ipynb #c2c1cd73
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -27,8 +28,8 @@ from .data import ImageSet, augment, batches, normalize, to_float
 
 # %% auto #0
 __all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'channels_last',
-           'prepare', 'native_bf16', 'use_cpu_bf16', 'cpu_bf16', 'forward', 'fit', 'fused', 'predict', 'accuracy',
-           'save_model', 'read_checkpoint', 'load_weights', 'load_model']
+           'prepare', 'native_bf16', 'use_cpu_bf16', 'cpu_bf16', 'training_arithmetic', 'forward', 'fit', 'fused',
+           'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights', 'load_model']
 
 # %% ../nbs/02_models.ipynb #325552fa
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -122,11 +123,15 @@ def prepare(model: nn.Module, device) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if channels_last(model, device) else model
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_has_bf16() -> bool: return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def native_bf16(device) -> bool:
     "Whether `device` computes bf16 natively: CUDA, or a CPU whose oneDNN has bf16 instructions (AVX-512 BF16, AMX)."
     d = torch.device(device)
     if d.type == "cuda": return True
-    return d.type == "cpu" and torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return d.type == "cpu" and _cpu_has_bf16()
 
 
 _CPU_BF16 = [False]   # the process's setting of `use_cpu_bf16`
@@ -144,6 +149,12 @@ def cpu_bf16(enabled: bool = True):
     prev = use_cpu_bf16(enabled)
     try: yield
     finally: use_cpu_bf16(prev)
+
+
+def training_arithmetic(device) -> str:
+    "What the passes that follow `use_cpu_bf16` compute in on `device` now: 'bf16 autocast' or 'float32' (for records)."
+    d = torch.device(device)
+    return "bf16 autocast" if (d.type == "cuda" or _CPU_BF16[0]) and native_bf16(d) else "float32"
 
 
 def forward(model: nn.Module, x: torch.Tensor,

@@ -48,7 +48,8 @@ def main():
     ap.add_argument("--out", default="outputs/calibration")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                    help="attack and retrain in bf16 on a CPU that computes it natively (default: the preset's, RunConfig.bf16)")
+                    help="every classifier pass (attack, retraining, evaluation) in bf16 on a CPU that computes it natively (default: the "
+                         "preset's, RunConfig.bf16); the models and results in --out are not told apart by it: give another --out")
     ap.add_argument("--prepare-only", action="store_true", help="make the clean and backdoored models, retrain nothing")
     ap.add_argument("--summary", action="store_true", help="print the table of what --out holds, retrain nothing")
     a = ap.parse_args()
@@ -63,7 +64,7 @@ def main():
     clean, _ = clean_model(cfg0, train, a.clean_dir)
     models = {}
     for spec in a.triggers:
-        cfg = make_config(a.preset, data_dir=a.data_dir, device=a.device, trigger=spec)
+        cfg = make_config(a.preset, data_dir=a.data_dir, device=a.device, bf16=a.bf16, trigger=spec)
         trig = parse_trigger(cfg.trigger, cfg.target, test.num_classes, test.shape)
         check(trig is not None, "calibration triggers must be backdoors, not none")
         path = out/f"backdoored-{cfg.trigger.replace(':', '-')}.safetensors"

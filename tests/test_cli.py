@@ -235,6 +235,7 @@ def test_defend_a_users_model(tmp_path):
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["detection"]["flagged"] == [0] and rep["choice"]["0"] in rep["mesa"]["0"] and "lowest residual surface" in rep["chosen"]
+    assert rep["environment"]["training_arithmetic"] == "float32"                 # without --bf16: float32 on a CPU
     before, after = rep["before"]["0"]["surface"], rep["mesa"]["0"][rep["choice"]["0"]]["surface"]   # the evidence without the original trigger
     assert len(before["asr"]) == 1024 and before["above_05"] > 0.3 and after["above_05"] < before["above_05"] / 4
     assert "class 0 before repair" in r.stdout and (tmp_path/"out"/"surface-class0.png").is_file()
@@ -250,6 +251,7 @@ def test_defend_a_users_model(tmp_path):
     assert again.returncode == 0, again.stderr
     rep = json.loads((tmp_path/"out"/"report.json").read_text())
     assert rep["chosen"] == "ensemble of class 3" and rep["settings"]["trigger_shape"] == [4, 16, 16]   # pattern and opacity over the image
+    assert rep["environment"]["training_arithmetic"] == ("bf16 autocast" if native_bf16("cpu") else "float32")   # --bf16 reached defend
     assert rep["family"]["kind"] == "size unknown" and "blend 0.1" in rep["family"]["groups"]             # squares of every side and blends
     assert len(rep["detection"]["per_class_area"]) == 10 and "their mean opacity" in again.stdout
     assert sorted(p.name for p in (tmp_path/"out").iterdir()) == ["detection.png", "repaired.safetensors", "report.json", "surface-class3.png", "triggers-class3.png"]
@@ -428,7 +430,8 @@ def test_two_backdoors_in_one_model(tmp_path):
     assert r.returncode == 0, r.stderr
     run = tmp_path/"digits-smallcnn-170-t0+color3-t5-s0"
     rec = read_record(run/"metrics.json")
-    assert rec.environment["training_arithmetic"] == ("bf16 autocast" if native_bf16("cpu") else "float32")   # --bf16, where the CPU has it
+    assert json.loads((run/"config.json").read_text())["bf16"] is True and rec.environment["training_arithmetic"] == (
+        "bf16 autocast" if native_bf16("cpu") else "float32")                      # --bf16 reached the run, bf16 where the CPU has it
     assert json.loads((run/"config.json").read_text())["trigger"] == "170@0,color:3@5"
     assert [(t.trigger.label, t.trigger.target) for t in rec.targets] == [("170", 0), ("color:3", 5)]
     first, second = rec.targets

@@ -164,3 +164,36 @@ def test_all_to_all_check_flags_an_all_to_all_model_and_not_its_clean_one():
     assert detect(attacked, pool, 3, mesa, DetectSettings(detect_steps=100), device="cpu")[0].flagged == []   # the p-value rule alone: nothing
     det = detect(clean, pool, 3, mesa, settings, device="cpu")[0]
     assert not det.all_to_all and det.flagged == [] and len(set(det.sources)) < 10, det.sources
+
+
+def test_every_classifier_pass_follows_the_bf16_setting(split, monkeypatch):
+    "Training, the search, a reversal, accuracy and trigger ASR all run under bf16 autocast inside `cpu_bf16()`, and in float32 outside it."
+    import torch.nn as nn
+    from mesa_nb import models
+    from mesa_nb.models import accuracy, cpu_bf16, fit, training_arithmetic
+    from mesa_nb.search import ClassifierTest, frozen, trigger_asr
+
+    class Probe(nn.Module):                                  # no BatchNorm: `fused` keeps it as it is, so its record survives
+        def __init__(self):
+            super().__init__(); self.conv, self.fc, self.seen = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 10), []
+        def forward(self, x):
+            self.seen.append(torch.is_autocast_enabled("cpu"))
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    monkeypatch.setattr(models, "native_bf16", lambda device: True)   # autocast runs on any x86 CPU; natively or not only the speed differs
+    pool, held = split
+    small = pool.subset(torch.arange(128))
+    pat = canonical_trigger(170, 0).patch
+    passes = {"fit": lambda m: fit(m, small, epochs=1, batch_size=64, device="cpu"),
+              "accuracy": lambda m: accuracy(m, held, device="cpu"),
+              "trigger_asr": lambda m: trigger_asr(m, held, pat[None], 0, images=8, device="cpu"),
+              "reversal": lambda m: reverse_trigger(m, small, 0, epochs=1, batch_size=64, device="cpu"),
+              "search": lambda m: ClassifierTest(frozen_model(m), small, [0], device="cpu")(torch.rand(1, 4, 27))}
+    frozen_model = lambda m: m.eval().requires_grad_(False)
+    for name, run in passes.items():
+        for on in (True, False):
+            probe = Probe()
+            with cpu_bf16(on): run(probe)
+            assert probe.seen and set(probe.seen[-1:]) == {on}, (name, on, probe.seen[-3:])
+    with cpu_bf16(): assert training_arithmetic("cpu") == "bf16 autocast"
+    assert training_arithmetic("cpu") == "float32"
