@@ -379,7 +379,7 @@ def reverse_trigger(model: nn.Module, ds: ImageSet, target: int,
         net = fused(m)                                                        # BatchNorm folded into the convolutions, as the search scores
         for _ in range(epochs):
             for xb, _ in batches(ds, batch_size, shuffle=True, drop_last=True, device=device, generator=g):
-                logits = forward(net, normalize(stamp(to_float(xb), p, location), ds.mean, ds.std), None)   # bf16 as `use_cpu_bf16` says
+                logits = forward(net, normalize(stamp(to_float(xb), p, location), ds.mean, ds.std))   # bf16 as `use_cpu_bf16` says
                 loss = F.cross_entropy(logits, torch.full((len(logits),), target, device=device))
                 if masked: loss = loss + area * p[C].mean()
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()

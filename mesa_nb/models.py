@@ -151,19 +151,22 @@ def cpu_bf16(enabled: bool = True):
     finally: use_cpu_bf16(prev)
 
 
+def _autocast(device, bf16: bool | None) -> bool:
+    "Whether a pass on `device` runs under bf16 autocast: always on CUDA; on a native-bf16 CPU when `bf16` (None: `use_cpu_bf16`'s setting) says so."
+    d = torch.device(device)
+    return d.type == "cuda" or (bool(_CPU_BF16[0] if bf16 is None else bf16) and native_bf16(d))
+
+
 def training_arithmetic(device) -> str:
     "What the passes that follow `use_cpu_bf16` compute in on `device` now: 'bf16 autocast' or 'float32' (for records)."
-    d = torch.device(device)
-    return "bf16 autocast" if (d.type == "cuda" or _CPU_BF16[0]) and native_bf16(d) else "float32"
+    return "bf16 autocast" if _autocast(device, None) else "float32"
 
 
 def forward(model: nn.Module, x: torch.Tensor,
-            bf16: bool | None = False) -> torch.Tensor:   # True: also on a CPU with native bf16 (`native_bf16`); None: as `use_cpu_bf16` set it
+            bf16: bool | None = None) -> torch.Tensor:   # on a CPU with native bf16 (`native_bf16`), True or False; None: as `use_cpu_bf16` set it
     "Float32 logits of a normalized batch (B, C, H, W): channels-last where `channels_last` says so, bf16 autocast on CUDA (and on a native-bf16 CPU as `bf16` says)."
-    cuda = x.device.type == "cuda"
-    if bf16 is None: bf16 = _CPU_BF16[0]
     if channels_last(model, x.device): x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cuda or (bf16 and native_bf16(x.device))):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=_autocast(x.device, bf16)):
         return model(x).float()                                         # (B, num_classes)
 
 
@@ -202,7 +205,7 @@ def fit(model: nn.Module,
             x = to_float(xb)                                            # (B, C, H, W) in [0, 1]
             if augmentation: x = augment(x)
             if transform is not None: x, yb = transform(x, yb)
-            logits = forward(model, normalize(x, ds.mean, ds.std), None)   # (B, num_classes); bf16 as `use_cpu_bf16` says
+            logits = forward(model, normalize(x, ds.mean, ds.std))     # (B, num_classes); bf16 as `use_cpu_bf16` says
             loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -244,7 +247,7 @@ def predict(model: nn.Module,
     for xb, yb in batches(ds, batch_size, shuffle=False, device=device):
         x = to_float(xb)
         if transform is not None: x = transform(x, yb)
-        logits = forward(net, normalize(x, ds.mean, ds.std), None)     # bf16 as `use_cpu_bf16` says
+        logits = forward(net, normalize(x, ds.mean, ds.std))           # bf16 as `use_cpu_bf16` says
         check(logits.ndim == 2 and logits.shape[1] == ds.num_classes,
               f"the model returned shape {tuple(logits.shape)}; expected (batch, {ds.num_classes}) logits for {ds.num_classes} classes")
         out.append(logits.argmax(1))

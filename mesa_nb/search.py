@@ -161,7 +161,7 @@ class ClassifierTest:
         else: idx = torch.randint(0, len(self.images), (n,), generator=self.rng, device=self.device)
         imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B*m, C, H, W)
         c = self.chunk or n                                                    # one pass when it fits: no slice or cat in the backward
-        logits = forward(self.model, imgs, None) if n <= c else torch.cat([forward(self.model, imgs[i:i + c], None) for i in range(0, n, c)])
+        logits = forward(self.model, imgs) if n <= c else torch.cat([forward(self.model, imgs[i:i + c]) for i in range(0, n, c)])
         p = logits.softmax(-1)                                                 # (K*B*m, classes): bf16 autocast on CUDA (on CPU as `use_cpu_bf16` says)
         p = p.view(K, B * self.m, -1).gather(2, targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
         return p.view(K, B, self.m).mean(-1)                                   # (K, B)
