@@ -146,20 +146,29 @@ def plan(base: RunConfig, triggers=("all",), seeds=(0,)) -> list[RunConfig]:
     return [replace(base, trigger=t, seed=int(s)) for s in seeds for t in expand_triggers(triggers)]
 
 # %% ../nbs/13_batch.ipynb #9c97ce63
-def zoo_plan(base: RunConfig, clean: int = 20, backdoored: int = 20, seed: int = 0) -> list[RunConfig]:
+def zoo_plan(base: RunConfig, clean: int = 20, backdoored: int = 20, seed: int = 0,
+             known_size: bool = False,                # defend told the trigger's size (3×3 patches only) rather than with masks
+             backdoors: int = 1,                      # triggers in each backdoored model, each to its own drawn class
+             ) -> list[RunConfig]:
     "Detection-only configs for `clean` clean and `backdoored` backdoored models of mixed trigger kinds, sizes, targets and seeds."
     check(clean >= 1 and backdoored >= 1, f"a zoo needs at least one clean and one backdoored model; got {clean} and {backdoored}")
-    _, H, W = IMAGE_SHAPES[base.dataset]
-    sides = list(range(2, min(6, min(H, W) // 2) + 1))
+    C, (_, H, W) = CLASSES[base.dataset], IMAGE_SHAPES[base.dataset]
+    check(1 <= backdoors <= C // 2, f"--backdoors must be 1 to {C // 2} (detection flags at most half the classes); got {backdoors}")
+    sides = [3] if known_size else list(range(2, min(6, min(H, W) // 2) + 1))
+    kinds = 3 if known_size else 4                            # canonical, black-and-white, colour (and blend with masks)
     g = torch.Generator().manual_seed(seed)
     draw = lambda n: int(torch.randint(n, (1,), generator=g))
-    det = dict(mask=True, removal=False, neural_cleanse=True)
+    det = dict(mask=not known_size, removal=False, neural_cleanse=True)
     first = 1000 * seed                                       # the zoo's model seeds: its own, none shared with another zoo's
     out = [replace(base, trigger="none", target=0, seed=first + k, **det) for k in range(clean)]
     for i in range(backdoored):
-        s, side = 1000 * seed + i, sides[i // 4 % len(sides)]
-        spec = [str(CANONICAL_IDS[draw(len(CANONICAL_IDS))]), f"bw:{s}:{side}", f"color:{s}:{side}", f"blend:{s}:{(0.1, 0.15, 0.2)[i // 4 % 3]}"][i % 4]
-        out.append(replace(base, trigger=spec, target=draw(CLASSES[base.dataset]), seed=first + i % clean, **det))
+        specs, targets = [], []
+        for j in range(i * backdoors, (i + 1) * backdoors):   # one backdoor: j = i, the draws of the zoos made before
+            s, side = first + j, sides[j // kinds % len(sides)]
+            specs.append([str(CANONICAL_IDS[draw(len(CANONICAL_IDS))]), f"bw:{s}:{side}", f"color:{s}:{side}", f"blend:{s}:{(0.1, 0.15, 0.2)[j // 4 % 3]}"][j % kinds])
+            targets.append([c for c in range(C) if c not in targets][draw(C - len(targets))])   # a class no other trigger of the model has
+        spec = specs[0] if backdoors == 1 else ",".join(f"{a}@{t}" for a, t in zip(specs, targets))
+        out.append(replace(base, trigger=spec, target=targets[0], seed=first + i % clean, **det))
     return out
 
 # %% ../nbs/13_batch.ipynb #075df64a

@@ -252,6 +252,8 @@ def parser() -> argparse.ArgumentParser:
     z.add_argument("--clean", type=int, default=20, help="clean models, seeds 0, 1, ... (default: 20)")
     z.add_argument("--backdoored", type=int, default=20, help="backdoored models of mixed trigger kinds (default: 20)")
     z.add_argument("--zoo-seed", type=int, default=0, help="seeds the draw of triggers and targets, and the models: 1000 × zoo seed + i (default: 0)")
+    z.add_argument("--known-size", action="store_true", help="defend told the trigger's size: 3×3 patches, no masks (default: masks, sizes unknown)")
+    z.add_argument("--backdoors", type=int, default=1, help="triggers in each backdoored model, each to its own class (default: 1)")
     for c in (b, z):
         c.add_argument("--workers", type=int, default=1, help="runs at a time (default: 1)")
         c.add_argument("--engine", default="local", help="local processes, or Dask (needs the dask extra) (default: local)")
@@ -431,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         base = make_config(args.preset, **{**given(args, RunConfig, skip=RUN_SKIP + ("trigger", "seed")), "out_dir": args.out_dir or f"outputs/{args.command}"})
         check_out_folder(base.out_dir)                       # first: nothing is planned for a folder that cannot be written
         if zoo: check_zoo(args.clean, args.backdoored, args.zoo_seed)
-        cfgs = zoo_plan(base, args.clean, args.backdoored, args.zoo_seed) if zoo else plan(base, args.trigger, args.seeds)
+        cfgs = zoo_plan(base, args.clean, args.backdoored, args.zoo_seed, args.known_size, args.backdoors) if zoo else plan(base, args.trigger, args.seeds)
         check_data(base)
         t0 = time.perf_counter()
         res = batch(cfgs, args.workers, args.notebook, args.engine, args.scheduler, progress=not args.no_progress)

@@ -84,19 +84,29 @@ def class_scores(per_class_asr,               # mean ASR of generated triggers, 
 
 def class_pvalues(per_class_asr,               # mean ASR of generated triggers, one per class: (K,)
                   significance: float = SIGNIFICANCE,   # flag a class whose p-value is below this (and whose mean ASR is above `MAJORITY`)
-                  most: int | None = None,     # at most this many attacked classes, the lowest p-values first (default: half the classes)
+                  most: int | None = None,     # at most this many attacked classes (default: half the classes)
                   per_class_area: list[float] | None = None,   # masks: each class's triggers' mean opacity (None: a known size, the same for every class)
                   pixels: int | None = None,   # the image's pixel count: no trigger is smaller than one pixel (1 / pixels of the image)
                   ) -> tuple[list[float | None], list[int]]:
-    "Each class's p-value as an outlier above all the model's other classes in mean ASR per unit of trigger area, and the flagged classes; None where not computable."
+    "Each class's p-value as an outlier (with masks: above all the other classes; a known size: above the classes ranked below it), and the flagged classes; None where not computable."
     asr = torch.as_tensor(per_class_asr, dtype=torch.float64).reshape(-1)
     check(len(asr) >= 2 and bool(torch.isfinite(asr).all()) and bool(((asr >= 0) & (asr <= 1)).all()),
           f"per_class_asr must hold one ASR in [0, 1] per class; got {asr.tolist()}")
     check(0 < significance < 1, f"significance must be in (0, 1); got {significance}")
     K, z = len(asr), class_scores(asr, per_class_area, pixels)
-    p = [_tail(float(z[c]), z[[k for k in range(K) if k != c]], K) for c in range(K)]
-    hits = [c for c in range(K) if p[c] is not None and p[c] < significance and asr[c] > MAJORITY]
-    return p, sorted(sorted(hits, key=lambda c: p[c])[:K // 2 if most is None else int(most)])
+    most = K // 2 if most is None else int(most)
+    hit = lambda c: p[c] is not None and p[c] < significance and asr[c] > MAJORITY
+    if per_class_area is not None:                            # masks: every class against all the others
+        p = [_tail(float(z[c]), z[[k for k in range(K) if k != c]], K) for c in range(K)]
+        return p, sorted(sorted(filter(hit, range(K)), key=lambda c: p[c])[:most])
+    order = sorted(range(K), key=lambda c: -float(z[c]))      # a known size: generalized ESD, each against the classes below it
+    p, below = [None] * K, None                               # below: the smallest test of a class ranked lower that moves most images
+    for j in reversed(range(K)):
+        c = order[j]
+        q = _tail(float(z[c]), z[order[j + 1:]], K - j)        # the highest of itself and the K − j classes below it
+        p[c] = min((v for v in (q, below) if v is not None), default=None)
+        if j < most and q is not None and asr[c] > MAJORITY: below = q if below is None else min(below, q)
+    return p, sorted(filter(hit, order[:most]))
 
 # %% ../nbs/08_defense.ipynb #d889e8ea
 def permutation_pvalue(K: int) -> float:
@@ -307,7 +317,7 @@ class Detection(JsonRecord):
     per_class_area: list[float] | None = None   # mask searches: the mean opacity of each class's generated triggers (share of the image)
     margin: float = 0.0           # the lead over every other class a flagged class needed (`flag_classes`)
     rule: str = "threshold"       # what flagged: 'pvalue' (`class_pvalues`, no threshold) or 'threshold' (with the margin)
-    p_values: list[float | None] | None = None   # each class's p-value as an outlier above the model's other classes (None: not computable)
+    p_values: list[float | None] | None = None   # each class's p-value as an outlier (`class_pvalues`: with masks above every other class, a known size above those ranked below it; None: not computable)
     significance: float | None = None   # the p-value rule's significance
     note: str | None = None       # why the p-value rule fell back to the threshold, when it did
     sources: list[int] | None = None   # with the all-to-all check: each class's top source class (`all_to_all_check`)
@@ -572,7 +582,7 @@ class DefenseReport(JsonRecord):
         d = self.detection
         lines = ["per-class ASR of generated triggers: " + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(d.per_class_asr))]
         if d.per_class_area: lines.append("their mean opacity (share of the image): " + " ".join(f"{c}:{a:.3f}" for c, a in enumerate(d.per_class_area)))
-        if d.p_values: lines.append("p-value of each class as an outlier above the others: "
+        if d.p_values: lines.append("p-value of each class as an outlier (`class_pvalues`): "
                                     + " ".join(f"{c}:{'–' if p is None else f'{p:.2g}'}" for c, p in enumerate(d.p_values)))
         lines.append(d.verdict() + ("" if d.flagged else ": no backdoor detected; model returned unchanged"))
         for i, r in enumerate(self.redetections, start=2):
@@ -633,7 +643,7 @@ class DetectSettings:
     rule: str = "pvalue"                # 'pvalue' (`class_pvalues`: an outlier among the model's classes, no threshold to choose) or 'threshold' (mean ASR above the threshold, with the margin)
     threshold: float = 0.5              # flag a class whose generated triggers exceed this mean ASR
     margin: float | None = None         # and lead every other class by this much (default: 0; MASK_MARGIN with masks)
-    significance: float = SIGNIFICANCE  # with rule 'pvalue': flag a class whose p-value as an outlier above the model's other classes is below this
+    significance: float = SIGNIFICANCE  # with rule 'pvalue': flag a class whose p-value as an outlier (`class_pvalues`) is below this
     check_all_to_all: bool = False      # when the rule flags nothing, test the source table for an all-to-all backdoor (`all_to_all_check`) and flag every class if it holds
     detect_steps: int | None = None     # detection search steps (default: 10 epochs over the search images)
     detect_halving: int = 0             # detection: rungs of successive halving (each stops the worse half of the classes); 0: none

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .core import atomic_path, check, check_out_folder, read_json, write_text
 from .data import IMAGE_SHAPES
-from .defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, class_pvalues, flag_classes
+from .defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, class_pvalues, class_scores, flag_classes
 from .record import RunRecord
 from .viz import plot_after_defense, plot_detection_matrix, plot_roc, plot_surface, save_figures
 
@@ -270,17 +270,17 @@ def record_pvalues(r: RunRecord, significance: float = SIGNIFICANCE) -> tuple[li
 
 
 def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
-    "Per model: backdoored or not, the true target, and each detector's score and top class."
+    "Per model: backdoored or not, the true target (every target, with several backdoors), and each detector's score and top class."
     rows = []
     for r in records:
         asr = np.asarray(r.detection.per_class_asr, dtype=float)
         top, second = np.argsort(-asr, kind="stable")[:2]
         p, by_p = record_pvalues(r)                      # from the scores alone: the same for records made before the rule
         masked = r.detection.per_class_area is not None
+        z_top = int(class_scores(asr, r.detection.per_class_area, record_pixels(r)).argmax())   # the top class by the rule's score
         row = dict(run=r.path or "", trigger=r.trigger.name if r.trigger else "none", seed=r.seed, backdoored=r.trigger is not None,
-                   target=r.target, mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second],
-                   pvalue_top=int(np.argmin([1.0 if v is None else v for v in p])),
-                   pvalue_score=-math.log10(max(min(v for v in p if v is not None), 1e-300)) if any(v is not None for v in p) else 0.0,
+                   target=r.target, targets=sorted(t.trigger.target for t in r.targets) if r.targets else [r.target], mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second],
+                   pvalue_top=z_top, pvalue_score=0.0 if p[z_top] is None else -math.log10(max(p[z_top], 1e-300)),
                    flagged_pvalue=sorted(by_p), flagged_threshold=flag_classes(asr, 0.5, MASK_MARGIN if masked else 0.0))
         if r.neural_cleanse is not None:
             a = np.asarray(r.neural_cleanse.anomaly, dtype=float)
@@ -295,14 +295,19 @@ RULES = {f"MESA p-value < {SIGNIFICANCE} and mean ASR > {MAJORITY} (the default)
          "Neural Cleanse anomaly index > 2": "flagged_nc"}   # flag rules as a defender runs them: no setting read off these models
 
 
+def _targets(df: pd.DataFrame) -> list[list[int]]:
+    "Each model's targets: the `targets` column (several backdoors), else its one `target`."
+    return list(df.targets) if "targets" in df else [[t] for t in df.target]
+
+
 def flag_rates(df: pd.DataFrame) -> pd.DataFrame:
-    "Per flag rule: the share of backdoored models flagged at exactly their target, and of clean models flagged at all."
+    "Per flag rule: the share of backdoored models flagged at exactly their target(s), and of clean models flagged at all."
     rows = []
     for name, col in RULES.items():
         if col not in df or df[col].isna().any(): continue
         bd, cl = df[df.backdoored], df[~df.backdoored]
         rows.append(dict(rule=name, models=f"{len(bd)} + {len(cl)} clean",
-                         exact_target=float(np.mean([f == [t] for f, t in zip(bd[col], bd.target)])) if len(bd) else math.nan,
+                         exact_target=float(np.mean([f == t for f, t in zip(bd[col], _targets(bd))])) if len(bd) else math.nan,
                          clean_flagged=float(np.mean([len(f) > 0 for f in cl[col]])) if len(cl) else math.nan))
     return pd.DataFrame(rows)
 
@@ -320,7 +325,7 @@ def detection_summary(df: pd.DataFrame) -> pd.DataFrame:
         fpr, tpr, cut = roc_curve(y, s)
         bd, ok = df[df.backdoored], np.flatnonzero(fpr <= 0.05)[-1]          # the last ROC point within 5 % false positives
         rows.append(dict(detector=name, models=f"{len(bd)} + {len(df) - len(bd)} clean", auroc=roc_auc_score(y, s),
-                         fpr_at_95_tpr=float(fpr[np.searchsorted(tpr, 0.95)]), target_accuracy=float((bd[top] == bd.target).mean()),
+                         fpr_at_95_tpr=float(fpr[np.searchsorted(tpr, 0.95)]), target_accuracy=float(np.mean([c in t for c, t in zip(bd[top], _targets(bd))])),
                          score_at_5_fpr=float(cut[ok]), tpr_at_5_fpr=float(tpr[ok])))
     return pd.DataFrame(rows)
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from mesa_nb.defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, _tail, class_pvalues, class_scores, flag_classes
+from mesa_nb.defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, _tail, class_scores, flag_classes
 from mesa_nb.report import collect, record_pixels, record_pvalues
 
 GRID = (0.001, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
@@ -78,7 +78,19 @@ def step_up(m, significance: float) -> list[int]:
 def by_step_up(ms, significance): return [step_up(m, significance) for m in ms]
 
 
-def by_asr_alone(ms, significance): return [class_pvalues(m["asr"], significance)[1] for m in ms]
+def against_all(m, significance: float, area: bool = True) -> list[int]:
+    "Every class against all the other classes, with a known size too (the default rule before it tested a known size's classes against those below them); without `area`, on the mean ASR alone."
+    asr, K = m["asr"], len(m["asr"])
+    z = score(m) if area else asr
+    p = [_tail(float(z[c]), torch.as_tensor(np.delete(z, c)), K) for c in range(K)]
+    hits = [c for c in range(K) if p[c] is not None and p[c] < significance and asr[c] > MAJORITY]
+    return sorted(sorted(hits, key=lambda c: p[c])[:K // 2])
+
+
+def by_against_all(ms, significance): return [against_all(m, significance) for m in ms]
+
+
+def by_asr_alone(ms, significance): return [against_all(m, significance, area=False) for m in ms]
 
 
 def by_threshold(ms): return [flag_classes(m["asr"], 0.5, MASK_MARGIN if m["masked"] else 0.0) for m in ms]
@@ -91,11 +103,13 @@ def auroc(ms, score):
 
 
 def top_p(m):
-    p = [v for v in record_pvalues(m["record"])[0] if v is not None]
-    return -math.log10(max(min(p), 1e-300)) if p else 0.0
+    "−log10 of the p-value of the class with the highest score (0 when it has none)."
+    p = record_pvalues(m["record"])[0][int(np.argmax(score(m)))]
+    return 0.0 if p is None else -math.log10(max(p, 1e-300))
 
 
-CANDIDATES = {"p-value": by_pvalue,                      # the library's rule (the default): every class against all the others, mean ASR per area
+CANDIDATES = {"p-value": by_pvalue,                      # the library's rule (the default): masks every class against all the others, mean ASR per area; a known size generalized ESD
+              "p-value against all the others": by_against_all,   # the same with a known size's classes against all the others too
               "p-value on mean ASR alone": by_asr_alone,   # the same without the area (the same with a known size)
               "step-down p-value": by_step_down,
               "step-up p-value": by_step_up}           # flagged classes leave the reference in turn
