@@ -28,7 +28,7 @@ from .record import RunRecord
 from .threat import CANONICAL_IDS
 
 # %% auto #0
-__all__ = ['template', 'check_data', 'stop_kernels', 'execute', 'expand_triggers', 'plan', 'zoo_plan', 'batch']
+__all__ = ['template', 'check_data', 'stop_kernels', 'execute', 'expand_triggers', 'plan', 'check_backdoors', 'zoo_plan', 'batch']
 
 # %% ../nbs/13_batch.ipynb #e9a6cebe
 def template(name: str = "run") -> Path:
@@ -146,6 +146,11 @@ def plan(base: RunConfig, triggers=("all",), seeds=(0,)) -> list[RunConfig]:
     return [replace(base, trigger=t, seed=int(s)) for s in seeds for t in expand_triggers(triggers)]
 
 # %% ../nbs/13_batch.ipynb #9c97ce63
+def check_backdoors(backdoors: int, classes: int):
+    "A zoo's triggers per backdoored model: 1 to half the classes, since detection flags at most half."
+    check(1 <= backdoors <= classes // 2, f"--backdoors must be an integer from 1 to {classes // 2} (detection flags at most half the classes); got {backdoors}")
+
+
 def zoo_plan(base: RunConfig, clean: int = 20, backdoored: int = 20, seed: int = 0,
              known_size: bool = False,                # defend told the trigger's size (3×3 patches only) rather than with masks
              backdoors: int = 1,                      # triggers in each backdoored model, each to its own drawn class
@@ -153,7 +158,7 @@ def zoo_plan(base: RunConfig, clean: int = 20, backdoored: int = 20, seed: int =
     "Detection-only configs for `clean` clean and `backdoored` backdoored models of mixed trigger kinds, sizes, targets and seeds."
     check(clean >= 1 and backdoored >= 1, f"a zoo needs at least one clean and one backdoored model; got {clean} and {backdoored}")
     C, (_, H, W) = CLASSES[base.dataset], IMAGE_SHAPES[base.dataset]
-    check(1 <= backdoors <= C // 2, f"--backdoors must be 1 to {C // 2} (detection flags at most half the classes); got {backdoors}")
+    check_backdoors(backdoors, C)
     sides = [3] if known_size else list(range(2, min(6, min(H, W) // 2) + 1))
     kinds = 3 if known_size else 4                            # canonical, black-and-white, colour (and blend with masks)
     g = torch.Generator().manual_seed(seed)

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from fastcore.docments import docments
 
-from .batch import batch, check_data, execute, plan, stop_kernels, zoo_plan
+from .batch import batch, check_backdoors, check_data, execute, plan, stop_kernels, zoo_plan
 from .core import MesaError, RunBusy, as_device, check, check_out_folder, one_line, write_json
-from .data import ImageSet, as_image_set, load_dataset, load_image_folder, normalize, to_float
+from .data import CLASSES, ImageSet, as_image_set, load_dataset, load_image_folder, normalize, to_float
 from .defense import FLAG_RULES, DetectSettings, RepairSettings, Retrain, defend
 from .experiment import PRESETS, RunConfig, make_config, run_name
 from .models import SCHEDULES, cpu_bf16, read_checkpoint, save_model
@@ -218,11 +218,12 @@ ZOO_MAX = 1000        # models of each kind in one zoo: zoo s seeds its models a
 ZOO_SEEDS = 2**32 // ZOO_MAX   # zoo seeds: every model seed 1000 * s + i stays below 2**32
 
 
-def check_zoo(clean: int, backdoored: int, zoo_seed: int):
+def check_zoo(clean: int, backdoored: int, zoo_seed: int, backdoors: int = 1, classes: int = 10):
     "`zoo`'s counts and seed, checked before anything is planned."
     for flag, n in (("--clean", clean), ("--backdoored", backdoored)):
         check(1 <= n <= ZOO_MAX, f"{flag} must be an integer from 1 to {ZOO_MAX}; got {n}")
     check(0 <= zoo_seed < ZOO_SEEDS, f"--zoo-seed must be an integer in [0, {ZOO_SEEDS}) (its models are seeded 1000 × zoo seed + i); got {zoo_seed}")
+    check_backdoors(backdoors, classes)
 
 
 COMMANDS = {"demo": "the main job: the whole pipeline for trigger 170 on the bundled digits",
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         zoo = args.command == "zoo"
         base = make_config(args.preset, **{**given(args, RunConfig, skip=RUN_SKIP + ("trigger", "seed")), "out_dir": args.out_dir or f"outputs/{args.command}"})
         check_out_folder(base.out_dir)                       # first: nothing is planned for a folder that cannot be written
-        if zoo: check_zoo(args.clean, args.backdoored, args.zoo_seed)
+        if zoo: check_zoo(args.clean, args.backdoored, args.zoo_seed, args.backdoors, CLASSES[base.dataset])
         cfgs = zoo_plan(base, args.clean, args.backdoored, args.zoo_seed, args.known_size, args.backdoors) if zoo else plan(base, args.trigger, args.seeds)
         check_data(base)
         t0 = time.perf_counter()

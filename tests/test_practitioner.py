@@ -196,6 +196,8 @@ def test_a_whole_model_as_weights_is_refused_in_one_clean_line(tmp_path, make):
     (["--zoo-seed", "-1"], "--zoo-seed must be an integer in [0, 4294967) (its models are seeded 1000 × zoo seed + i); got -1"),
     (["--clean", "200000"], f"--clean must be an integer from 1 to {ZOO_MAX}; got 200000"),
     (["--backdoored", "0"], f"--backdoored must be an integer from 1 to {ZOO_MAX}; got 0"),
+    (["--backdoors", "6"], "--backdoors must be an integer from 1 to 5 (detection flags at most half the classes); got 6"),
+    (["--backdoors", "0"], "--backdoors must be an integer from 1 to 5 (detection flags at most half the classes); got 0"),
 ])
 def test_zoo_counts_and_seed_are_checked_before_any_work(tmp_path, capsys, monkeypatch, args, message):
     import mesa_nb.cli
