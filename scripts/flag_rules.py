@@ -122,7 +122,7 @@ def main():
     ap.add_argument("--grid", type=float, nargs="+", default=list(GRID))
     a = ap.parse_args()
     cal = models(a.calibration)
-    print(f"## calibration: {a.calibration} ({sum(m['backdoored'] for m in cal)} backdoored, {sum(not m['backdoored'] for m in cal)} clean)\n")
+    print(f"### calibration: {a.calibration} ({sum(m['backdoored'] for m in cal)} backdoored, {sum(not m['backdoored'] for m in cal)} clean)\n")
     print("| significance | " + " | ".join(f"{n}: exact target | {n}: clean flagged" for n in CANDIDATES) + " |\n|---|" + "---|---|" * len(CANDIDATES))
     best = {n: None for n in CANDIDATES}
     for s in sorted(a.grid):
@@ -139,8 +139,12 @@ def main():
         ms = models(folder)
         kinds = sorted({m["kind"] for m in ms if m["backdoored"]})
         secs = [m["seconds"] for m in ms if m["seconds"]]
-        print(f"## {'calibration' if folder == a.calibration else 'evaluation'}: {folder} ({sum(m['backdoored'] for m in ms)} backdoored of kinds "
-              f"{', '.join(kinds)}; {sum(not m['backdoored'] for m in ms)} clean); detection {np.mean(secs):.1f}s per model on average\n")
+        masked = {m["masked"] for m in ms}
+        size = "masks" if masked == {True} else "known size" if masked == {False} else "masks and known size"
+        each = sorted({len(m["targets"]) for m in ms if m["backdoored"]})
+        print(f"### {'calibration' if folder == a.calibration else 'evaluation'}: {folder} ({sum(m['backdoored'] for m in ms)} backdoored"
+              f"{'' if each == [1] else ' with ' + ' or '.join(map(str, each)) + ' backdoors each'} of kinds {', '.join(kinds)}; "
+              f"{sum(not m['backdoored'] for m in ms)} clean; {size}); detection {np.mean(secs):.1f}s per model on average\n")
         print("| rule | exact target | clean flagged |\n|---|---|---|")
         rules = {f"{n} < {s:g} (chosen above" + (", the default)" if n == "p-value" else ")"): CANDIDATES[n](ms, s) for n, s in chosen.items()}
         rules["mean ASR > 0.5 (lead 0.1 with masks): the threshold rule"] = by_threshold(ms)

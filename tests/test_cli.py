@@ -434,6 +434,8 @@ def test_two_backdoors_in_one_model(tmp_path):
         "bf16 autocast" if native_bf16("cpu") else "float32")                      # --bf16 reached the run, bf16 where the CPU has it
     assert json.loads((run/"config.json").read_text())["trigger"] == "170@0,color:3@5"
     assert [(t.trigger.label, t.trigger.target) for t in rec.targets] == [("170", 0), ("color:3", 5)]
+    assert rec.detection.rule == "pvalue" and rec.detection.flagged == [0, 5]        # the default rule flags both targets (rank order, known size)
+    assert all(t.flagged and t.p_value < rec.detection.significance for t in rec.targets)
     first, second = rec.targets
     assert rec.trigger.target == 0 and first.backdoored.asr == rec.attack.asr      # the first trigger is the run's own
     assert first.clean.surface == rec.clean.surface and second.clean.surface.asr != first.clean.surface.asr   # each target its own floor
