@@ -104,11 +104,15 @@ BLOCKS = {   # name -> (folder under --outputs, how to render it, the commands t
         "mesa-nb zoo --known-size --preset quick --clean 20 --backdoored 20 --zoo-seed 0 --out-dir outputs/zoo-digits-known-s0",
         "mesa-nb zoo --known-size --preset quick --clean 20 --backdoored 20 --zoo-seed 1 --out-dir outputs/zoo-digits-known-s1",
         f"mesa-nb zoo --known-size --preset cpu --dataset cifar10 --data-dir {PATH} --clean 8 --backdoored 10 --zoo-seed 2 --workers 1 --out-dir outputs/zoo-cifar-known-s2",
+        "mesa-nb zoo --known-size --backdoors 2 --preset quick --clean 20 --backdoored 20 --zoo-seed 4 --out-dir outputs/zoo-digits-known2-s4",
+        "mesa-nb zoo --backdoors 2 --preset quick --clean 20 --backdoored 20 --zoo-seed 4 --out-dir outputs/zoo-digits-mask2-s4",
+        f"mesa-nb zoo --known-size --backdoors 2 --preset cpu --dataset cifar10 --data-dir {PATH} --clean 2 --backdoored 6 --zoo-seed 2 --workers 1 --out-dir outputs/zoo-cifar-known2-s2",
         "mesa-nb run --preset quick --trigger 170@0,color:3@5 --out-dir outputs/multi",
         "mesa-nb run --preset quick --trigger 170@0,color:3@5 --mask --out-dir outputs/multi-mask",
         f"mesa-nb run --preset cpu --no-bf16 --dataset cifar10 --data-dir {PATH} --trigger 170@0,color:3@5 --out-dir outputs/multi-cifar",
         "python scripts/flag_rules.py outputs/zoo-digits-s0 outputs/zoo-digits-s1 outputs/zoo-cifar-s2 outputs/zoo-cifar-s3 "
-        "outputs/zoo-digits-known-s0 outputs/zoo-digits-known-s1 outputs/zoo-cifar-known-s2 outputs/multi "
+        "outputs/zoo-digits-known-s0 outputs/zoo-digits-known-s1 outputs/zoo-cifar-known-s2 outputs/zoo-digits-known2-s4 "
+        "outputs/zoo-digits-mask2-s4 outputs/zoo-cifar-known2-s2 outputs/multi "
         "outputs/multi-mask outputs/multi-cifar outputs/cifar-eval > outputs/flag_rules.txt"]),
     "calibration-digits": ("calibration-digits", calibration_block, [
         "python scripts/calibrate_recipe.py --preset quick --clean-dir outputs/digits-eval --out outputs/calibration-digits --seeds 0 1 2"]),
