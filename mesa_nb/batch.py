@@ -25,7 +25,7 @@ from .core import MesaError, RunBusy, as_device, check, one_line, run_lock, writ
 from .data import CLASSES, IMAGE_SHAPES, find_dataset_dir, load_dataset
 from .experiment import RunConfig, clean_model, clean_path, finished, run_name
 from .record import RunRecord
-from .threat import CANONICAL_IDS
+from .threat import CANONICAL_IDS, parse_triggers
 
 # %% auto #0
 __all__ = ['template', 'check_data', 'stop_kernels', 'execute', 'expand_triggers', 'plan', 'check_backdoors', 'zoo_plan', 'batch']
@@ -151,6 +151,21 @@ def check_backdoors(backdoors: int, classes: int):
     check(1 <= backdoors <= classes // 2, f"--backdoors must be an integer from 1 to {classes // 2} (detection flags at most half the classes); got {backdoors}")
 
 
+def _distinct(specs: list[str], targets: list[int], C: int, shape, draw, tries: int = 100) -> str:
+    "Several triggers of one zoo model as one spec; while two are the same pattern, its canonical ids are drawn again and its random patterns' seeds moved on."
+    def again(a: str) -> str:
+        if a.isdigit(): return str(CANONICAL_IDS[draw(len(CANONICAL_IDS))])
+        kind, seed, *rest = a.split(":")
+        return ":".join([kind, str(int(seed) + 10**9), *rest])     # beyond every zoo's own trigger seeds (1000 × zoo seed + j)
+    for _ in range(tries):
+        spec = ",".join(f"{a}@{t}" for a, t in zip(specs, targets))
+        try: parse_triggers(spec, targets[0], C, shape); return spec
+        except MesaError as e:
+            if "same pattern" not in str(e): raise
+        specs = [again(a) for a in specs]
+    raise MesaError(f"no {len(specs)} distinct triggers for one zoo model in {tries} draws: give fewer --backdoors")
+
+
 def zoo_plan(base: RunConfig, clean: int = 20, backdoored: int = 20, seed: int = 0,
              known_size: bool = False,                # defend told the trigger's size (3×3 patches only) rather than with masks
              backdoors: int = 1,                      # triggers in each backdoored model, each to its own drawn class
@@ -172,7 +187,7 @@ def zoo_plan(base: RunConfig, clean: int = 20, backdoored: int = 20, seed: int =
             s, side = first + j, sides[j // kinds % len(sides)]
             specs.append([str(CANONICAL_IDS[draw(len(CANONICAL_IDS))]), f"bw:{s}:{side}", f"color:{s}:{side}", f"blend:{s}:{(0.1, 0.15, 0.2)[j // 4 % 3]}"][j % kinds])
             targets.append([c for c in range(C) if c not in targets][draw(C - len(targets))])   # a class no other trigger of the model has
-        spec = specs[0] if backdoors == 1 else ",".join(f"{a}@{t}" for a, t in zip(specs, targets))
+        spec = specs[0] if backdoors == 1 else _distinct(specs, targets, C, IMAGE_SHAPES[base.dataset], draw)
         out.append(replace(base, trigger=spec, target=targets[0], seed=first + i % clean, **det))
     return out
 

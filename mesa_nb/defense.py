@@ -761,8 +761,11 @@ def flag(per_class_asr,                       # mean ASR of generated triggers, 
     margin = (MASK_MARGIN if masked else 0.0) if settings.margin is None else float(settings.margin)
     p, by_p = class_pvalues(asr, settings.significance, per_class_area=extra.get("per_class_area"), pixels=pixels)
     note, top = None, int(asr.argmax())
-    if settings.rule == "pvalue" and p[top] is None:
-        note = (f"no p-value: {len(asr) - 1} other classes are fewer than 3" if len(asr) < 4 else "no p-value: the other classes' scores are all equal")
+    unknown = [c for c in range(len(asr)) if p[c] is None and asr[c] > MAJORITY]   # a class that could be a backdoor, untested
+    if settings.rule == "pvalue" and (p[top] is None or unknown):
+        note = (f"no p-value: {len(asr) - 1} other classes are fewer than 3" if len(asr) < 4 else
+                "no p-value: the other classes' scores are all equal" if p[top] is None else
+                f"no p-value for class {unknown[0]}: the classes ranked below it are fewer than 3 or all score the same")
         note += f"; flagged by mean ASR above {threshold}" + (f" and a lead of {margin}" if margin else "")
     rule = "pvalue" if settings.rule == "pvalue" and note is None else "threshold"
     flagged = sorted(by_p) if rule == "pvalue" else flag_classes(asr, threshold, margin)

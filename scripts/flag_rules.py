@@ -28,7 +28,7 @@ def models(folder):
         targets = sorted(t.trigger.target for t in r.targets) if r.targets else [r.target]   # several backdoors: every target
         out.append(dict(record=r, backdoored=r.trigger is not None, targets=targets, asr=np.asarray(r.detection.per_class_asr, dtype=float),
                         masked=r.detection.per_class_area is not None, nc=None if nc is None else list(nc.flagged),
-                        nc_score=None if nc is None else max(nc.anomaly), seconds=r.timing.get("detection"), kind=r.trigger.kind if r.trigger else "none"))
+                        nc_score=None if nc is None else max(nc.anomaly), seconds=r.timing.get("detection"), kinds=sorted({t.trigger.kind for t in r.targets}) if r.targets else [r.trigger.kind] if r.trigger else []))
     return out
 
 
@@ -137,7 +137,7 @@ def main():
           + f" (the library's default significance, `defense.SIGNIFICANCE`: {SIGNIFICANCE:g})\n")
     for folder in [a.calibration] + a.evaluation:
         ms = models(folder)
-        kinds = sorted({m["kind"] for m in ms if m["backdoored"]})
+        kinds = sorted({k for m in ms if m["backdoored"] for k in m["kinds"]})
         secs = [m["seconds"] for m in ms if m["seconds"]]
         masked = {m["masked"] for m in ms}
         size = "masks" if masked == {True} else "known size" if masked == {False} else "masks and known size"
