@@ -26,12 +26,13 @@ from .threat import MASKS, Trigger, TriggerFamily, attack_success_rate, check_fi
 
 # %% auto #0
 __all__ = ['MASK_MARGIN', 'SIGNIFICANCE', 'MAJORITY', 'FLAG_RULES', 'Sampler', 'REMOVALS', 'CHOICES', 'ACCURACY_BUDGET',
-           'flag_classes', 'class_scores', 'class_pvalues', 'permutation_pvalue', 'all_to_all_check', 'fixed_sampler',
-           'bank_sampler', 'Unlearn', 'Retrain', 'unlearn', 'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate',
-           'BaselineRun', 'Baseline', 'Detection', 'evaluate', 'reverse_trigger', 'retrained', 'ideal_defense',
-           'baseline_defense', 'RemovalTask', 'Removal', 'finetune', 'run_removal', 'anomaly_index', 'NCDetection',
-           'neural_cleanse', 'DefenseReport', 'choose_repair', 'surface_noise', 'DetectSettings', 'RepairSettings',
-           'trigger_shape_of', 'detect', 'flag', 'Repairs', 'repair', 'defend', 'Coverage', 'coverage']
+           'flag_classes', 'class_scores', 'class_pvalues', 'pvalues_against_all', 'pvalues_by_rank',
+           'permutation_pvalue', 'all_to_all_check', 'fixed_sampler', 'bank_sampler', 'Unlearn', 'Retrain', 'unlearn',
+           'Surface', 'surface', 'Evaluation', 'Repaired', 'Candidate', 'BaselineRun', 'Baseline', 'Detection',
+           'evaluate', 'reverse_trigger', 'retrained', 'ideal_defense', 'baseline_defense', 'RemovalTask', 'Removal',
+           'finetune', 'run_removal', 'anomaly_index', 'NCDetection', 'neural_cleanse', 'DefenseReport',
+           'choose_repair', 'surface_noise', 'DetectSettings', 'RepairSettings', 'trigger_shape_of', 'detect', 'flag',
+           'Repairs', 'repair', 'defend', 'Coverage', 'coverage']
 
 # %% ../nbs/08_defense.ipynb #3a1f8a58
 MASK_MARGIN = 0.1   # with masks (size unknown), the lead over every other class a flagged class needs
@@ -95,18 +96,28 @@ def class_pvalues(per_class_asr,               # mean ASR of generated triggers,
     check(0 < significance < 1, f"significance must be in (0, 1); got {significance}")
     K, z = len(asr), class_scores(asr, per_class_area, pixels)
     most = K // 2 if most is None else int(most)
-    hit = lambda c: p[c] is not None and p[c] < significance and asr[c] > MAJORITY
-    if per_class_area is not None:                            # masks: every class against all the others
-        p = [_tail(float(z[c]), z[[k for k in range(K) if k != c]], K) for c in range(K)]
-        return p, sorted(sorted(filter(hit, range(K)), key=lambda c: p[c])[:most])
-    order = sorted(range(K), key=lambda c: -float(z[c]))      # a known size: generalized ESD, each against the classes below it
+    return (pvalues_against_all if per_class_area is not None else pvalues_by_rank)(z, asr, significance, most)
+
+
+def pvalues_against_all(z: Tensor, asr: Tensor, significance: float, most: int) -> tuple[list[float | None], list[int]]:
+    "Masks: every class's score against all the other classes'; flagged: p below `significance` and mean ASR above `MAJORITY`, the `most` lowest p."
+    K = len(z)
+    p = [_tail(float(z[c]), z[[k for k in range(K) if k != c]], K) for c in range(K)]
+    hits = [c for c in range(K) if p[c] is not None and p[c] < significance and asr[c] > MAJORITY]
+    return p, sorted(sorted(hits, key=lambda c: p[c])[:most])
+
+
+def pvalues_by_rank(z: Tensor, asr: Tensor, significance: float, most: int) -> tuple[list[float | None], list[int]]:
+    "A known size: generalized ESD, each class's score against the classes ranked below it; step-up adjusted p-values, the flags among the top `most`."
+    K = len(z)
+    order = sorted(range(K), key=lambda c: -float(z[c]))
     p, below = [None] * K, None                               # below: the smallest test of a class ranked lower that moves most images
     for j in reversed(range(K)):
         c = order[j]
         q = _tail(float(z[c]), z[order[j + 1:]], K - j)        # the highest of itself and the K − j classes below it
         p[c] = min((v for v in (q, below) if v is not None), default=None)
         if j < most and q is not None and asr[c] > MAJORITY: below = q if below is None else min(below, q)
-    return p, sorted(filter(hit, order[:most]))
+    return p, sorted(c for c in order[:most] if p[c] is not None and p[c] < significance and asr[c] > MAJORITY)
 
 # %% ../nbs/08_defense.ipynb #d889e8ea
 def permutation_pvalue(K: int) -> float:

@@ -21,8 +21,8 @@ from .viz import plot_after_defense, plot_detection_matrix, plot_roc, plot_surfa
 
 # %% auto #0
 __all__ = ['PAPER', 'DETECTORS', 'RULES', 'collect', 'failures', 'recipe_label', 'run_rows', 'run_table', 'target_table',
-           'summary_table', 'record_pixels', 'record_pvalues', 'detection_scores', 'flag_rates', 'detection_summary',
-           'per_trigger', 'markdown', 'write_report']
+           'summary_table', 'record_pixels', 'record_pvalues', 'record_targets', 'detection_scores', 'flag_rates',
+           'detection_summary', 'per_trigger', 'markdown', 'write_report']
 
 # %% ../nbs/12_report.ipynb #0fd4e74f
 def _natural(p: Path) -> list:
@@ -269,6 +269,11 @@ def record_pvalues(r: RunRecord, significance: float = SIGNIFICANCE) -> tuple[li
     return class_pvalues(r.detection.per_class_asr, significance, per_class_area=r.detection.per_class_area, pixels=record_pixels(r))
 
 
+def record_targets(r: RunRecord) -> list[int]:
+    "A record's target classes, sorted: every trigger's with several backdoors, else the one target."
+    return sorted(t.trigger.target for t in r.targets) if r.targets else [r.target]
+
+
 def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
     "Per model: backdoored or not, the true target (every target, with several backdoors), and each detector's score and top class."
     rows = []
@@ -279,7 +284,7 @@ def detection_scores(records: list[RunRecord]) -> pd.DataFrame:
         masked = r.detection.per_class_area is not None
         z_top = int(class_scores(asr, r.detection.per_class_area, record_pixels(r)).argmax())   # the top class by the rule's score
         row = dict(run=r.path or "", trigger=r.trigger.name if r.trigger else "none", seed=r.seed, backdoored=r.trigger is not None,
-                   target=r.target, targets=sorted(t.trigger.target for t in r.targets) if r.targets else [r.target], mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second],
+                   target=r.target, targets=record_targets(r), mesa_top=int(top), mesa_score=asr[top], mesa_margin=asr[top] - asr[second],
                    pvalue_top=z_top, pvalue_score=0.0 if p[z_top] is None else -math.log10(max(p[z_top], 1e-300)),
                    flagged_pvalue=sorted(by_p), flagged_threshold=flag_classes(asr, 0.5, MASK_MARGIN if masked else 0.0))
         if r.neural_cleanse is not None:

@@ -14,8 +14,8 @@ import math
 import numpy as np
 import torch
 
-from mesa_nb.defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, _tail, class_scores, flag_classes
-from mesa_nb.report import collect, record_pixels, record_pvalues
+from mesa_nb.defense import MAJORITY, MASK_MARGIN, SIGNIFICANCE, _tail, class_scores, flag_classes, pvalues_against_all, pvalues_by_rank
+from mesa_nb.report import collect, record_pixels, record_pvalues, record_targets
 
 GRID = (0.001, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
@@ -25,8 +25,7 @@ def models(folder):
     out = []
     for r in collect(folder):
         nc = r.neural_cleanse
-        targets = sorted(t.trigger.target for t in r.targets) if r.targets else [r.target]   # several backdoors: every target
-        out.append(dict(record=r, backdoored=r.trigger is not None, targets=targets, asr=np.asarray(r.detection.per_class_asr, dtype=float),
+        out.append(dict(record=r, backdoored=r.trigger is not None, targets=record_targets(r), asr=np.asarray(r.detection.per_class_asr, dtype=float),
                         masked=r.detection.per_class_area is not None, nc=None if nc is None else list(nc.flagged),
                         nc_score=None if nc is None else max(nc.anomaly), seconds=r.timing.get("detection"), kinds=sorted({t.trigger.kind for t in r.targets}) if r.targets else [r.trigger.kind] if r.trigger else []))
     return out
@@ -65,26 +64,18 @@ def by_step_down(ms, significance): return [step_down(m, significance) for m in 
 
 
 def step_up(m, significance: float) -> list[int]:
-    "Each of the top half tested against the classes below it only: every class down to the lowest one significant and above ASR one half."
-    z, asr = score(m), m["asr"]
-    order, K, last = np.argsort(-z, kind="stable"), len(z), 0
-    for j in range(1, K // 2 + 1):
-        c = order[j - 1]
-        p = _tail(float(z[c]), torch.as_tensor(z[order[j:]]), K - j + 1)
-        if p is not None and p < significance and asr[c] > MAJORITY: last = j
-    return sorted(int(c) for c in order[:last])
+    "Each of the top half tested against the classes below it only, masks too (`defense.pvalues_by_rank`, the default with a known size)."
+    z, asr = score(m), torch.as_tensor(m["asr"])
+    return pvalues_by_rank(torch.as_tensor(z), asr, significance, len(z) // 2)[1]
 
 
 def by_step_up(ms, significance): return [step_up(m, significance) for m in ms]
 
 
 def against_all(m, significance: float, area: bool = True) -> list[int]:
-    "Every class against all the other classes, with a known size too (the default rule before it tested a known size's classes against those below them); without `area`, on the mean ASR alone."
-    asr, K = m["asr"], len(m["asr"])
-    z = score(m) if area else asr
-    p = [_tail(float(z[c]), torch.as_tensor(np.delete(z, c)), K) for c in range(K)]
-    hits = [c for c in range(K) if p[c] is not None and p[c] < significance and asr[c] > MAJORITY]
-    return sorted(sorted(hits, key=lambda c: p[c])[:K // 2])
+    "Every class against all the other classes, a known size too (`defense.pvalues_against_all`, the rule before the rank-order test); without `area`, on the mean ASR alone."
+    asr = torch.as_tensor(m["asr"])
+    return pvalues_against_all(torch.as_tensor(score(m)) if area else asr, asr, significance, len(asr) // 2)[1]
 
 
 def by_against_all(ms, significance): return [against_all(m, significance) for m in ms]
