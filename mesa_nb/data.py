@@ -452,11 +452,10 @@ def augment(x: torch.Tensor,           # (B, C, H, W) float pixels
     if pad > 0:
         xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")                         # (B, C, H+2p, W+2p)
         dy, dx = torch.randint(0, 2 * pad + 1, (2, B), generator=generator, device=dev).to(x.device)
-        rows = (dy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]   # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, None, :]   # (B, 1, 1, W)
-        b = torch.arange(B, device=x.device)[:, None, None, None]
-        c = torch.arange(C, device=x.device)[None, :, None, None]
-        x = xp[b, c, rows, cols]                                                    # (B, C, H, W)
+        Wp = W + 2 * pad                                                            # each crop: the H×W window at (dy, dx), one gather
+        window = (torch.arange(H, device=x.device)[:, None] * Wp + torch.arange(W, device=x.device)).flatten()   # (H*W,) offsets in a padded image
+        at = (window + (dy * Wp + dx)[:, None])[:, None, :].expand(B, C, H * W)     # (B, C, H*W) flat positions
+        x = xp.flatten(2).gather(2, at).view(B, C, H, W)                            # (B, C, H, W)
     if flip:
         coin = (torch.rand(B, generator=generator, device=dev) < 0.5).to(x.device)
         x = torch.where(coin[:, None, None, None], x.flip(3), x)

@@ -27,14 +27,40 @@ from .core import MesaError, NonFiniteError, as_device, atomic_path, check
 from .data import ImageSet, augment, batches, normalize, to_float
 
 # %% auto #0
-__all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'SmallCNN', 'BasicBlock', 'ResNet18', 'build_model', 'count_params', 'channels_last',
-           'prepare', 'native_bf16', 'use_cpu_bf16', 'cpu_bf16', 'training_arithmetic', 'forward', 'fit', 'fused',
-           'predict', 'accuracy', 'save_model', 'read_checkpoint', 'load_weights', 'load_model']
+__all__ = ['MODELS', 'SCHEDULES', 'conv_bn', 'max_pool', 'MaxPool', 'GlobalAvgPool', 'SmallCNN', 'BasicBlock', 'ResNet18',
+           'build_model', 'count_params', 'channels_last', 'prepare', 'native_bf16', 'use_cpu_bf16', 'cpu_bf16',
+           'training_arithmetic', 'forward', 'cpu_chunk', 'forward_chunks', 'fit', 'fused', 'predict', 'accuracy',
+           'save_model', 'read_checkpoint', 'load_weights', 'load_model']
 
 # %% ../nbs/02_models.ipynb #325552fa
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     "3×3 conv (no bias) → BatchNorm → ReLU."
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+def max_pool(x: torch.Tensor, k: int = 2) -> torch.Tensor:
+    "k×k max-pooling with stride k (a ragged edge dropped), as `F.max_pool2d(x, k)`; where no gradient is asked for, the maximum of the k² strided views, without the argmax indices autograd needs."
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing(): return F.max_pool2d(x, k)   # (a TorchScript trace: one graph)
+    H, W = x.shape[-2] // k * k, x.shape[-1] // k * k
+    return functools.reduce(torch.maximum, [x[..., i:H:k, j:W:k] for i in range(k) for j in range(k)])
+
+
+torch.fx.wrap("max_pool")   # one call in a traced graph (`fused`): its branch is taken when the graph runs
+
+
+class MaxPool(nn.Module):
+    "`max_pool` as a layer: k×k windows, stride k."
+    def __init__(self, k: int = 2):
+        super().__init__(); self.k = k
+
+    def forward(self, x): return max_pool(x, self.k)
+
+    def extra_repr(self) -> str: return f"k={self.k}"
+
+
+class GlobalAvgPool(nn.Module):
+    "The mean over each channel's H×W: (B, C, H, W) -> (B, C). An average pool as wide as the map, whose gradient keeps the map's memory layout."
+    def forward(self, x): return F.avg_pool2d(x, x.shape[-2:]).flatten(1)
 
 
 class SmallCNN(nn.Module):
@@ -43,10 +69,10 @@ class SmallCNN(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            conv_bn(in_channels, w), conv_bn(w, w), nn.MaxPool2d(2),   # (B, w, H/2, W/2)
-            conv_bn(w, 2 * w), conv_bn(2 * w, 2 * w), nn.MaxPool2d(2), # (B, 2w, H/4, W/4)
+            conv_bn(in_channels, w), conv_bn(w, w), MaxPool(2),        # (B, w, H/2, W/2)
+            conv_bn(w, 2 * w), conv_bn(2 * w, 2 * w), MaxPool(2),      # (B, 2w, H/4, W/4)
             conv_bn(2 * w, 4 * w),                                     # (B, 4w, H/4, W/4)
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())                     # (B, 4w)
+            GlobalAvgPool())                                           # (B, 4w)
         self.head = nn.Linear(4 * w, num_classes)
 
     def forward(self, x): return self.head(self.features(x))           # (B, num_classes)
@@ -75,11 +101,11 @@ class ResNet18(nn.Module):
         for c_out, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:  # -> 32, 16, 8, 4 pixels
             layers += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]; c_in = c_out
         self.layers = nn.Sequential(*layers)
-        self.head = nn.Linear(512, num_classes)
+        self.pool, self.head = GlobalAvgPool(), nn.Linear(512, num_classes)
 
     def forward(self, x):
         x = self.layers(self.stem(x))                                  # (B, 512, 4, 4)
-        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))       # (B, num_classes)
+        return self.head(self.pool(x))                                 # (B, num_classes)
 
 # %% ../nbs/02_models.ipynb #7c5ccc73
 MODELS = {"smallcnn": SmallCNN, "resnet18": ResNet18}
@@ -170,6 +196,22 @@ def forward(model: nn.Module, x: torch.Tensor,
         return model(x).float()                                         # (B, num_classes)
 
 
+def cpu_chunk(image_shape,                      # (..., H, W) of the images
+              backward: bool = False) -> int:   # a backward pass to the input follows (the searches), not inference alone
+    "Images per classifier call on a CPU, when many are classified by a model that is not training: 65,536 pixels' worth (64 CIFAR-10 images, 256 digits), twice that with a backward pass: the small CNN's activations stay well under glibc's 32 MiB mmap threshold."
+    return max(1, (1 << (17 if backward else 16)) // (image_shape[-2] * image_shape[-1]))
+
+
+def forward_chunks(model: nn.Module, x: torch.Tensor,
+                   bf16: bool | None = None,
+                   chunk: int | None = None,      # images per call; None: `cpu_chunk` on a CPU, all at once on CUDA
+                   backward: bool = False) -> torch.Tensor:   # the default chunk for a backward pass to the input
+    "`forward` over a large batch in chunks, the logits concatenated (B, num_classes): for evaluation and a frozen classifier's gradient to its input, never for training (BatchNorm's batch statistics)."
+    c = chunk or (len(x) if x.device.type == "cuda" else cpu_chunk(x.shape, backward))
+    if len(x) <= c: return forward(model, x, bf16)                     # one pass when it fits: no slice or cat in a backward pass
+    return torch.cat([forward(model, x[i:i + c], bf16) for i in range(0, len(x), c)])
+
+
 def fit(model: nn.Module,
         ds: ImageSet,                      # training images (uint8, on any device)
         epochs: int = 10,
@@ -236,7 +278,7 @@ def fused(model: nn.Module) -> nn.Module:
 def predict(model: nn.Module,
             ds: ImageSet,
             transform: Callable | None = None,  # (x pixels in [0,1], y) -> x, applied before normalization
-            batch_size: int = 1024,
+            batch_size: int = 1024,             # images per `transform` call (a stamping transform's draws follow it); the network takes them in `forward_chunks`
             device=None) -> torch.Tensor:
     "Predicted labels (N,) for every image of `ds` (on `device`)."
     device = as_device(device)
@@ -247,7 +289,7 @@ def predict(model: nn.Module,
     for xb, yb in batches(ds, batch_size, shuffle=False, device=device):
         x = to_float(xb)
         if transform is not None: x = transform(x, yb)
-        logits = forward(net, normalize(x, ds.mean, ds.std))           # bf16 as `use_cpu_bf16` says
+        logits = forward_chunks(net, normalize(x, ds.mean, ds.std))    # bf16 as `use_cpu_bf16` says
         check(logits.ndim == 2 and logits.shape[1] == ds.num_classes,
               f"the model returned shape {tuple(logits.shape)}; expected (batch, {ds.num_classes}) logits for {ds.num_classes} classes")
         out.append(logits.argmax(1))

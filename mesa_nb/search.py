@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .core import MesaError, as_device, check, check_settings, count, finite, generator
 from .data import ImageSet, to_float
 from .mine import knn_entropy
-from .models import forward, fused, prepare
+from .models import cpu_chunk, forward, forward_chunks, fused, prepare
 from .mesa import CRITIC_BATCHES, GENERATORS, NOISES, Networks, SubModels, check_levels, mixture_weights, sample_mixture, validity
 from .mine import CRITIC_OUTPUTS
 from .threat import MASKS, Trigger, check_fits, check_masks, stamp
@@ -120,7 +120,7 @@ class ClassifierTest:
                  jitter: float = 0.0,              # std of Gaussian noise added to samples before stamping
                  seed: int = 0,                    # seeds image draws and locations
                  device=None,
-                 chunk: int | None = None,         # images per classifier pass; default 256 on CPU, all at once on CUDA
+                 chunk: int | None = None,         # images per classifier pass; None: `models.cpu_chunk` with a backward pass on a CPU (128 CIFAR-10 images), all at once on CUDA
                  trigger_images: int = 1,          # images each sample is stamped on; F is the mean softmax over them
                  jitter_clip: bool = True,         # clip the jittered samples to [0, 1] (False: as the authors' code)
                  draws: str = "replacement"):      # defender images: drawn with 'replacement', or without it per 'epoch' (see `DRAWS`)
@@ -129,8 +129,8 @@ class ClassifierTest:
         self.jitter_clip, self.draws, self.queue = jitter_clip, draws, None
         check(int(trigger_images) >= 1, f"trigger_images must be >= 1 images per sampled trigger; got {trigger_images}")
         self.m = int(trigger_images)
-        self.chunk = chunk if chunk is not None else (None if self.device.type == "cuda" else 256)
-        check(self.chunk is None or self.chunk >= 1, f"chunk must be >= 1 images per classifier pass; got {chunk}")
+        check(chunk is None or chunk >= 1, f"chunk must be >= 1 images per classifier pass; got {chunk}")
+        self.chunk = chunk
         self.model, self.shape, self.location, self.jitter = model, _check_shape(trigger_shape, ds), location, jitter
         check(len(ds) >= 1, f"{ds.name or 'the image set'} is empty: the search needs defender images")
         check(jitter >= 0, f"jitter must be >= 0; got {jitter}")
@@ -160,8 +160,7 @@ class ClassifierTest:
         if self.draws == "epoch": idx = self._epoch_draw(B * self.m, which)
         else: idx = torch.randint(0, len(self.images), (n,), generator=self.rng, device=self.device)
         imgs = stamp(self.images[idx], pats, self.location, self.rng)          # (K*B*m, C, H, W)
-        c = self.chunk or n                                                    # one pass when it fits: no slice or cat in the backward
-        logits = forward(self.model, imgs) if n <= c else torch.cat([forward(self.model, imgs[i:i + c]) for i in range(0, n, c)])
+        logits = forward_chunks(self.model, imgs, chunk=self.chunk, backward=True)   # (K*B*m, classes)
         p = logits.softmax(-1)                                                 # (K*B*m, classes): bf16 autocast on CUDA (on CPU as `use_cpu_bf16` says)
         p = p.view(K, B * self.m, -1).gather(2, targets.view(K, 1, 1).expand(K, B * self.m, 1)).squeeze(2)  # (K, B*m)
         return p.view(K, B, self.m).mean(-1)                                   # (K, B)
@@ -185,7 +184,7 @@ def trigger_asr(model: nn.Module,             # the classifier (used in eval mod
                 location: str = "random",      # stamping rule, as in `stamp`
                 images: int = 64,              # non-target images per trigger
                 seed: int = 0,                 # seeds image draws and locations
-                chunk: int = 2048,             # stamped images per classifier call (on a CPU, 2,048 ran twice as fast as 8,192)
+                chunk: int = 2048,             # images stamped per call (their random locations follow it); the classifier takes them in `models.forward_chunks`
                 bf16: bool | None = None,      # classify in bf16 where the device computes it natively (`models.forward`; None: as `use_cpu_bf16` says)
                 device=None) -> Tensor:
     "Hard ASR of each trigger: fraction of its stamped non-target images classified as `target`, (n,)."
@@ -207,7 +206,7 @@ def trigger_asr(model: nn.Module,             # the classifier (used in eval mod
         net = fused(m)                                                          # BatchNorm folded into the convolutions
         for s in range(0, n * images, chunk):
             xb = stamp(x[idx[s:s + chunk]], ((pats - mean) / std)[which[s:s + chunk]], location, g)
-            hits.append(forward(net, xb, bf16).argmax(1) == target)
+            hits.append(forward_chunks(net, xb, bf16).argmax(1) == target)
     return torch.cat(hits).view(n, images).float().mean(1)
 
 # %% ../nbs/07_search.ipynb #d68a81ec
