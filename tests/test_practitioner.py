@@ -32,6 +32,11 @@ def small(): return build_model("smallcnn")
 def typo(): return 3
 def fixed32(): return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 32 * 32, 10))
 
+def to_class0():
+    m = build_model("smallcnn")
+    with torch.no_grad(): m.head.bias[0] = 50.0                              # every image to class 0: detection always flags it
+    return m
+
 def nan_out():
     m = build_model("smallcnn")
     m.register_forward_hook(lambda mod, inp, out: out * float("nan"))   # finite weights, NaN logits
@@ -247,7 +252,8 @@ def test_defend_on_a_full_disk(tmp_path, small_disk):
     (tmp_path/"practitioner_nets.py").write_text(NETS)
     test = load_digits("test")
     np.savez(tmp_path/"images.npz", images=test.images.numpy(), labels=test.labels.numpy())
-    r = cli("defend", "--model", "practitioner_nets:small", "--images", "images.npz", "--out", d/"out", *TINY, cwd=tmp_path, preexec=preexec)
+    # a model that detection always flags, so a repair is written (a random one may flag nothing, and its small report fits)
+    r = cli("defend", "--model", "practitioner_nets:to_class0", "--images", "images.npz", "--out", d/"out", *TINY, cwd=tmp_path, preexec=preexec)
     disk_full_line(r, str(d/"out"), "free space or give --out on another disk")
     assert list((d/"out").iterdir()) == []                              # nothing half-written left behind
 
