@@ -2,7 +2,8 @@
 
 For the small CNN on 16x16 (digits) and 32x32 (CIFAR-10) inputs, on random images of that size:
   floor    the network's bare forward pass (eval, no gradients, BatchNorm folded) over as many images as one surface
-           classifies, in chunks of 2,048;
+           classifies, in batches of 2,048, each through `models.forward_chunks` as the surface's are (on a CPU, 65,536
+           pixels a call);
   surface  `defense.surface` in float32 on the 3x3 family (512 black-and-white and 512 colour members), `--images`
            stamped images each: drawing the images, stamping every member, classifying, counting;
   bf16     the same surface as runs measure it: under bf16 autocast where the device computes bf16 natively
@@ -19,7 +20,7 @@ import torch
 from mesa_nb.core import as_device
 from mesa_nb.data import ImageSet
 from mesa_nb.defense import surface
-from mesa_nb.models import build_model, forward, fused, native_bf16, prepare
+from mesa_nb.models import build_model, forward_chunks, fused, native_bf16, prepare
 from mesa_nb.threat import trigger_family
 
 from bench_train import print_header, timed_all   # the shared timer (this folder)
@@ -48,7 +49,7 @@ def main():
 
         @torch.no_grad()
         def floor(net=folded):
-            for _ in range(chunks): forward(net, x)
+            for _ in range(chunks): forward_chunks(net, x)
 
         t_surface, t_bf16, t_floor, t_plain = timed_all([lambda: surface(model, ds, family, 0, device=device, bf16=False),
                                                          lambda: surface(model, ds, family, 0, device=device), floor, lambda: floor(model)], device, rounds=a.rounds)
