@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .core import MesaError, as_device, check, check_settings, count, finite, generator
 from .data import ImageSet, to_float
 from .mine import knn_entropy
-from .models import cpu_chunk, forward, forward_chunks, fused, prepare
+from .models import forward, forward_chunks, fused, prepare
 from .mesa import CRITIC_BATCHES, GENERATORS, NOISES, Networks, SubModels, check_levels, mixture_weights, sample_mixture, validity
 from .mine import CRITIC_OUTPUTS
 from .threat import MASKS, Trigger, check_fits, check_masks, stamp
