@@ -99,12 +99,16 @@ def class_pvalues(per_class_asr,               # mean ASR of generated triggers,
     return (pvalues_against_all if per_class_area is not None else pvalues_by_rank)(z, asr, significance, most)
 
 
+def _hits(p: list[float | None], asr: Tensor, significance: float, classes) -> list[int]:
+    "The classes among `classes` a p-value flags: p below `significance`, and triggers that move most images (mean ASR above `MAJORITY`)."
+    return [c for c in classes if p[c] is not None and p[c] < significance and asr[c] > MAJORITY]
+
+
 def pvalues_against_all(z: Tensor, asr: Tensor, significance: float, most: int) -> tuple[list[float | None], list[int]]:
     "Masks: every class's score against all the other classes'; flagged: p below `significance` and mean ASR above `MAJORITY`, the `most` lowest p."
     K = len(z)
     p = [_tail(float(z[c]), z[[k for k in range(K) if k != c]], K) for c in range(K)]
-    hits = [c for c in range(K) if p[c] is not None and p[c] < significance and asr[c] > MAJORITY]
-    return p, sorted(sorted(hits, key=lambda c: p[c])[:most])
+    return p, sorted(sorted(_hits(p, asr, significance, range(K)), key=lambda c: p[c])[:most])
 
 
 def pvalues_by_rank(z: Tensor, asr: Tensor, significance: float, most: int) -> tuple[list[float | None], list[int]]:
@@ -117,7 +121,7 @@ def pvalues_by_rank(z: Tensor, asr: Tensor, significance: float, most: int) -> t
         q = _tail(float(z[c]), z[order[j + 1:]], K - j)        # the highest of itself and the K − j classes below it
         p[c] = min((v for v in (q, below) if v is not None), default=None)
         if j < most and q is not None and asr[c] > MAJORITY: below = q if below is None else min(below, q)
-    return p, sorted(c for c in order[:most] if p[c] is not None and p[c] < significance and asr[c] > MAJORITY)
+    return p, sorted(_hits(p, asr, significance, order[:most]))
 
 # %% ../nbs/08_defense.ipynb #d889e8ea
 def permutation_pvalue(K: int) -> float:

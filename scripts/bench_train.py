@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from mesa_nb.core import as_device, environment
 from mesa_nb.data import augment, normalize, to_float
-from mesa_nb.models import build_model, channels_last, count_params, cpu_bf16, forward, fused, native_bf16, prepare
+from mesa_nb.models import GlobalAvgPool, MaxPool, build_model, channels_last, count_params, cpu_bf16, forward, fused, native_bf16, prepare
 
 
 def sync(device):
@@ -91,8 +91,8 @@ def bench(name, size, device, repeats, batch=128):
 def torch_nn_pooling(model):
     "The same network with `torch.nn`'s pooling layers in place of the library's."
     for i, layer in enumerate(model.features):
-        if type(layer).__name__ == "MaxPool": model.features[i] = torch.nn.MaxPool2d(layer.k)
-        if type(layer).__name__ == "GlobalAvgPool": model.features[i] = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        if isinstance(layer, MaxPool): model.features[i] = torch.nn.MaxPool2d(layer.k)
+        if isinstance(layer, GlobalAvgPool): model.features[i] = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     return model
 
 
